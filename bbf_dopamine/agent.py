@@ -1,0 +1,432 @@
+# coding=utf-8
+"""The BBF agent (Schwarzer et al., 2023) for Dopamine's Runner.
+
+Components (paper section 3): SPR self-prediction with a convolutional
+transition model and EMA targets; an Impala encoder scaled by `width_scale`;
+C51 with dueling and double DQN; shrink-and-perturb resets every
+`reset_every` agent steps; an update horizon annealed from
+`max_update_horizon` to `update_horizon` and a discount annealed from
+`min_gamma` to `gamma` over `cycle_steps` gradient steps, both restarting at
+every reset; AdamW; an EMA target network used for bootstrapping and acting;
+DrQ augmentation; prioritised replay at `replay_ratio / batch_size` gradient
+steps per agent step.
+
+The pure computations live in `learner.py` (gradient step), `returns.py`,
+`losses.py`, `resets.py` and `schedules.py`; this class owns the state and
+drives them from Dopamine's `begin_episode / step / end_episode` contract.
+"""
+
+import os
+
+from absl import logging
+from dopamine.jax.agents.dqn import dqn_agent
+from dopamine.metrics import statistics_instance
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from bbf_dopamine import learner
+from bbf_dopamine import networks
+from bbf_dopamine import optimizers
+from bbf_dopamine import replay as replay_lib
+from bbf_dopamine import resets
+from bbf_dopamine import schedules
+
+REPLAY_FILE = 'bbf_replay_ckpt.{}.npz'
+CHECKPOINT_DURATION = 4  # Same as Dopamine's Checkpointer.
+
+
+def _positive(name, value):
+  if value <= 0:
+    raise ValueError(f'BBFAgent.{name} must be positive, got {value!r}.')
+
+
+@gin.configurable
+class BBFAgent(dqn_agent.JaxDQNAgent):
+  """BBF. Subclasses JaxDQNAgent so Dopamine's Runner passes it terminals.
+
+  The parent constructor is not called: it builds a fixed-n replay buffer and
+  a clock-seeded RNG that BBF replaces.
+  """
+
+  def __init__(self,
+               num_actions,
+               observation_shape=(84, 84),
+               stack_size=4,
+               network=networks.BBFNetwork,
+               seed=0,
+               summary_writer=None,
+               eval_mode=False,
+               # Dopamine's JaxDQNAgent knobs (official BBF.gin values).
+               gamma=0.997,
+               update_horizon=3,
+               min_replay_history=2000,
+               update_period=1,
+               target_update_period=1,
+               epsilon_fn=dqn_agent.linearly_decaying_epsilon,
+               epsilon_train=0.0,
+               epsilon_eval=0.001,
+               epsilon_decay_period=2001,
+               # BBF's knobs, named as in the official BBF.gin.
+               noisy=False,
+               dueling=True,
+               double_dqn=True,
+               distributional=True,
+               num_atoms=51,
+               v_max=10.0,
+               max_update_horizon=10,
+               min_gamma=0.97,
+               cycle_steps=10_000,
+               reset_every=20_000,
+               no_resets_after=100_000,
+               shrink_perturb_keys='encoder,transition_model',
+               shrink_factor=0.5,
+               perturb_factor=0.5,
+               replay_ratio=64,
+               batches_to_group=2,
+               batch_size=32,
+               replay_capacity=200_000,
+               replay_scheme='prioritized',
+               spr_weight=5.0,
+               jumps=5,
+               data_augmentation=True,
+               target_update_tau=0.005,
+               target_action_selection=True,
+               learning_rate=1e-4,
+               encoder_learning_rate=1e-4,
+               half_precision=False,
+               log_every=100,
+               # Compatibility with the official code's defects (see README).
+               legacy_nstep=False,
+               legacy_spr_mask=False,
+               legacy_optimizer_reset=False):
+    _positive('reset_every', reset_every)
+    _positive('batch_size', batch_size)
+    _positive('replay_ratio', replay_ratio)
+    _positive('batches_to_group', batches_to_group)
+    _positive('update_period', update_period)
+    _positive('cycle_steps', cycle_steps)
+    if replay_ratio % batch_size:
+      raise ValueError(
+          f'BBFAgent.replay_ratio={replay_ratio} is not a whole number of '
+          f'gradient steps per agent step with batch_size={batch_size} '
+          '(gradient steps per step = replay_ratio / batch_size).')
+    num_updates = replay_ratio // batch_size
+    if num_updates % batches_to_group:
+      raise ValueError(
+          f'BBFAgent: {num_updates} gradient steps per agent step cannot be '
+          f'split into groups of batches_to_group={batches_to_group}.')
+    if target_update_period != 1:
+      raise ValueError('BBFAgent updates its EMA target every gradient step; '
+                       f'target_update_period={target_update_period} is not '
+                       'supported (use target_update_tau).')
+    if not distributional:
+      raise ValueError('BBFAgent is distributional (C51); distributional=False'
+                       ' is not supported.')
+    if half_precision:
+      raise ValueError('BBFAgent.half_precision=True is not implemented yet.')
+    if replay_scheme not in ('prioritized', 'uniform'):
+      raise ValueError(f'Unknown replay_scheme {replay_scheme!r}; expected '
+                       "'prioritized' or 'uniform'.")
+    if jumps < 0 or spr_weight < 0:
+      raise ValueError(f'jumps ({jumps}) and spr_weight ({spr_weight}) must '
+                       'be >= 0.')
+    if not (0.0 < target_update_tau <= 1.0):
+      raise ValueError(f'target_update_tau={target_update_tau} must be in '
+                       '(0, 1].')
+    schedules.validate_schedule(max_update_horizon, update_horizon, min_gamma,
+                                gamma)
+    if isinstance(shrink_perturb_keys, str):
+      shrink_perturb_keys = tuple(
+          k.strip() for k in shrink_perturb_keys.split(',') if k.strip())
+    unknown = set(shrink_perturb_keys) - set(networks.MODULE_NAMES)
+    if unknown:
+      raise ValueError(f'Unknown shrink_perturb_keys {sorted(unknown)}; '
+                       f'modules are {networks.MODULE_NAMES}.')
+
+    self.num_actions = num_actions
+    self.observation_shape = tuple(observation_shape)
+    self.stack_size = stack_size
+    self.eval_mode = eval_mode
+    self.gamma = gamma
+    self.update_horizon = update_horizon
+    self.max_update_horizon = max_update_horizon
+    self.min_gamma = min_gamma
+    self.cycle_steps = cycle_steps
+    self.min_replay_history = min_replay_history
+    self.update_period = update_period
+    self.epsilon_fn = epsilon_fn
+    self.epsilon_train = epsilon_train
+    self.epsilon_eval = epsilon_eval
+    self.epsilon_decay_period = epsilon_decay_period
+    self.reset_every = reset_every
+    self.no_resets_after = no_resets_after
+    self.shrink_perturb_keys = tuple(shrink_perturb_keys)
+    self.shrink_factor = shrink_factor
+    self.perturb_factor = perturb_factor
+    self.batch_size = batch_size
+    self.batches_to_group = batches_to_group
+    self.num_updates_per_step = num_updates
+    self.noisy = noisy
+    self.target_action_selection = target_action_selection
+    self.log_every = log_every
+    self.legacy_optimizer_reset = legacy_optimizer_reset
+    self._seed = int(seed)
+    self._prioritized = replay_scheme == 'prioritized'
+
+    if isinstance(summary_writer, str):
+      self.summary_writer = tf.summary.create_file_writer(summary_writer)
+    else:
+      self.summary_writer = summary_writer
+
+    self.network_def = network(num_actions=num_actions, num_atoms=num_atoms,
+                               dueling=dueling, noisy=noisy)
+    self.optimizer = optimizers.create_scaling_optimizer(
+        learning_rate=learning_rate,
+        encoder_learning_rate=encoder_learning_rate)
+    self._config = learner.LearnerConfig(
+        network=self.network_def,
+        optimizer=self.optimizer,
+        num_atoms=num_atoms,
+        v_max=v_max,
+        stack_size=stack_size,
+        jumps=jumps,
+        spr_weight=spr_weight,
+        target_update_tau=target_update_tau,
+        double_dqn=double_dqn,
+        data_augmentation=data_augmentation,
+        prioritized=self._prioritized,
+        noisy=noisy,
+        legacy_nstep=legacy_nstep,
+        legacy_spr_mask=legacy_spr_mask)
+    self._replay = replay_lib.SubsequenceReplayBuffer(
+        horizon=max(max_update_horizon, jumps),
+        observation_shape=self.observation_shape,
+        stack_size=stack_size,
+        replay_capacity=replay_capacity,
+        prioritized=self._prioritized)
+
+    # One seed: split into named streams (network init, learner, acting,
+    # replay sampling). Nothing reads the clock.
+    key = jax.random.PRNGKey(self._seed)
+    key_init, key_learn, self._rng, key_reset = jax.random.split(key, 4)
+    self._reset_rng = key_reset
+    self._np_rng = np.random.default_rng(self._seed)
+    params = self._init_params(key_init)
+    self._state = learner.TrainState(
+        online_params=params,
+        target_params=jax.tree_util.tree_map(jnp.copy, params),
+        opt_state=self.optimizer.init(params),
+        rng=key_learn)
+
+    self.training_steps = 0  # agent (environment) steps, Dopamine's name
+    self.gradient_steps = 0
+    self.cycle_start = 0  # gradient step of the last reset
+    self.num_resets = 0
+    self.state = np.zeros(self.observation_shape + (stack_size,), np.uint8)
+    self._observation = None
+    self._last_observation = None
+    self.action = None
+    logging.info('Created BBFAgent: %d parameters, %d gradient steps per '
+                 'agent step, replay horizon %d, seed %d.',
+                 networks.count_parameters(params), num_updates,
+                 max(max_update_horizon, jumps), self._seed)
+
+  # Parameters, resets and schedules -----------------------------------
+
+  def _init_params(self, key):
+    dummy = jnp.zeros((1,) + self.observation_shape + (self.stack_size,))
+    return self.network_def.init(key, dummy)
+
+  @property
+  def online_params(self):
+    return self._state.online_params
+
+  @property
+  def target_network_params(self):
+    return self._state.target_params
+
+  @property
+  def optimizer_state(self):
+    return self._state.opt_state
+
+  def current_update_horizon(self):
+    return schedules.update_horizon_at(
+        self.gradient_steps - self.cycle_start, self.max_update_horizon,
+        self.update_horizon, self.cycle_steps)
+
+  def current_gamma(self):
+    return schedules.gamma_at(self.gradient_steps - self.cycle_start,
+                              self.min_gamma, self.gamma, self.cycle_steps)
+
+  def reset_networks(self):
+    """Shrink-and-perturb reset of online and target networks (BBF 3)."""
+    self._reset_rng, key_online, key_target = jax.random.split(
+        self._reset_rng, 3)
+    fresh_online = self._init_params(key_online)
+    fresh_target = self._init_params(key_target)
+    reset = lambda params, fresh: resets.shrink_perturb(
+        params, fresh, self.shrink_perturb_keys, self.shrink_factor,
+        self.perturb_factor)
+    self._state = self._state._replace(
+        online_params=reset(self._state.online_params, fresh_online),
+        target_params=reset(self._state.target_params, fresh_target),
+        opt_state=resets.reset_optimizer_state(
+            self._state.opt_state, self.shrink_perturb_keys,
+            legacy=self.legacy_optimizer_reset))
+    self.cycle_start = self.gradient_steps
+    self.num_resets += 1
+    logging.info('Reset %d at agent step %d (gradient step %d).',
+                 self.num_resets, self.training_steps, self.gradient_steps)
+
+  # Acting ---------------------------------------------------------------
+
+  def _select_action(self):
+    if self.eval_mode:
+      epsilon = self.epsilon_eval
+    else:
+      epsilon = float(self.epsilon_fn(self.epsilon_decay_period,
+                                      self.training_steps,
+                                      self.min_replay_history,
+                                      self.epsilon_train))
+    params = (self._state.target_params if self.target_action_selection
+              else self._state.online_params)
+    self._rng, action = learner.select_action(
+        self.network_def, params, self.state[None], self._rng,
+        jnp.float32(epsilon), self.num_actions,
+        self.noisy and not self.eval_mode)
+    self.action = int(action)
+    return self.action
+
+  def _record_observation(self, observation):
+    self._observation = np.reshape(observation, self.observation_shape)
+    self.state = np.roll(self.state, -1, axis=-1)
+    self.state[..., -1] = self._observation
+
+  def begin_episode(self, observation):
+    self.state.fill(0)
+    self._record_observation(observation)
+    if not self.eval_mode:
+      self._train_step()
+    return self._select_action()
+
+  def step(self, reward, observation):
+    self._last_observation = self._observation
+    self._record_observation(observation)
+    if not self.eval_mode:
+      self._replay.add(self._last_observation, self.action, reward, False,
+                       False)
+      self._train_step()
+    return self._select_action()
+
+  def end_episode(self, reward, terminal=True):
+    if not self.eval_mode:
+      self._replay.add(self._observation, self.action, reward, terminal, True)
+
+  # Learning -------------------------------------------------------------
+
+  def _sample_batch(self):
+    group, size = self.batches_to_group, self.batch_size
+    indices, probabilities = self._replay.sample(group * size, self._np_rng)
+    window = self._replay.gather(indices)
+    shape = lambda x: x.reshape((group, size) + x.shape[1:])
+    batch = learner.Batch(
+        frames=shape(window['frames']),
+        episode_ends=shape(window['episode_ends']),
+        actions=shape(window['actions']),
+        rewards=shape(window['rewards']),
+        terminals=shape(window['terminals']),
+        probabilities=shape(probabilities))
+    return indices, batch
+
+  def _train_step(self):
+    """Runs this agent step's gradient steps, then any scheduled reset."""
+    if (self._replay.add_count > self.min_replay_history and
+        self.training_steps % self.update_period == 0):
+      for _ in range(self.num_updates_per_step // self.batches_to_group):
+        n = self.current_update_horizon()
+        gamma = self.current_gamma()
+        indices, batch = self._sample_batch()
+        self._state, metrics, priorities = learner.train(
+            self._state, batch, jnp.int32(n), jnp.float32(gamma),
+            config=self._config)
+        self._replay.update_priorities(indices,
+                                       np.asarray(priorities).reshape(-1))
+        previous = self.gradient_steps
+        self.gradient_steps += self.batches_to_group
+        if self.gradient_steps // self.log_every > previous // self.log_every:
+          self._log(metrics, n, gamma)
+    self.training_steps += 1
+    if schedules.is_reset_step(self.training_steps, self.reset_every,
+                               self.no_resets_after):
+      self.reset_networks()
+
+  def _log(self, metrics, n, gamma):
+    values = {k: float(np.mean(v)) for k, v in metrics.items()}
+    values.update(UpdateHorizon=n, Gamma=gamma, NumResets=self.num_resets)
+    step = self.gradient_steps
+    if self.summary_writer is not None:
+      with self.summary_writer.as_default():
+        for name, value in values.items():
+          tf.summary.scalar('Agent/' + name, value, step=step)
+    if hasattr(self, 'collector_dispatcher'):
+      self.collector_dispatcher.write(
+          [statistics_instance.StatisticsInstance('Agent/' + k, v, step)
+           for k, v in values.items()],
+          collector_allowlist=self._collector_allowlist)
+
+  # Checkpointing --------------------------------------------------------
+
+  def bundle_and_checkpoint(self, checkpoint_dir, iteration_number):
+    if not tf.io.gfile.exists(checkpoint_dir):
+      return None
+    self._replay.save(
+        os.path.join(checkpoint_dir, REPLAY_FILE.format(iteration_number)))
+    stale = os.path.join(
+        checkpoint_dir,
+        REPLAY_FILE.format(iteration_number - CHECKPOINT_DURATION))
+    if os.path.exists(stale):
+      os.remove(stale)
+    to_host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
+    return {
+        'bbf_version': 1,
+        'train_state': to_host(self._state),
+        'acting_rng': np.asarray(self._rng),
+        'reset_rng': np.asarray(self._reset_rng),
+        'numpy_rng': self._np_rng.bit_generator.state,
+        'training_steps': self.training_steps,
+        'gradient_steps': self.gradient_steps,
+        'cycle_start': self.cycle_start,
+        'num_resets': self.num_resets,
+        'state': self.state.copy(),
+    }
+
+  def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
+    if bundle_dictionary is None or 'bbf_version' not in bundle_dictionary:
+      raise ValueError(
+          f'Checkpoint {iteration_number} in {checkpoint_dir} was not written '
+          'by BBFAgent (no bbf_version entry).')
+    replay_path = os.path.join(checkpoint_dir,
+                               REPLAY_FILE.format(iteration_number))
+    if not os.path.exists(replay_path):
+      raise FileNotFoundError(
+          f'Replay checkpoint {replay_path} is missing; cannot resume.')
+    self._replay.load(replay_path)
+    saved = bundle_dictionary['train_state']
+    fresh = jax.tree_util.tree_structure(self._state)
+    if jax.tree_util.tree_structure(saved) != fresh:
+      raise ValueError(
+          f'Checkpoint {iteration_number} in {checkpoint_dir} holds a network '
+          'or optimiser of a different shape than this configuration.')
+    self._state = jax.tree_util.tree_map(jnp.asarray, saved)
+    self._rng = jnp.asarray(bundle_dictionary['acting_rng'])
+    self._reset_rng = jnp.asarray(bundle_dictionary['reset_rng'])
+    self._np_rng.bit_generator.state = bundle_dictionary['numpy_rng']
+    for name in ('training_steps', 'gradient_steps', 'cycle_start',
+                 'num_resets'):
+      setattr(self, name, bundle_dictionary[name])
+    self.state = bundle_dictionary['state']
+    return True
+

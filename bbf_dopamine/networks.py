@@ -1,0 +1,275 @@
+# coding=utf-8
+"""BBF's network: Impala encoder, SPR transition model, projection, predictor and
+a dueling C51 head.
+
+Schwarzer et al. (2023), "Bigger, Better, Faster", section 3 and appendix A;
+the SPR parts follow Schwarzer et al. (2021), "Data-Efficient Reinforcement
+Learning with Self-Predictive Representations", figure 2.
+
+Unlike Dopamine's networks (written for one example and vmapped), these modules
+take a leading batch axis: XLA then sees one large convolution per layer
+instead of a vmapped loop, which is what a CPU or GPU runs fastest.
+
+Parameter tree (top-level keys are the names `shrink_perturb_keys` refers to):
+  encoder           Impala CNN (or Nature CNN for SR-SPR / SPR)
+  transition_model  two 3x3 convolutions applied per SPR step
+  projection        Dense(hidden_dim): first layer of the Q head and SPR projection
+  predictor         Dense(hidden_dim): SPR's online-only predictor
+  head              dueling C51 value and advantage streams
+"""
+
+import functools
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODULE_NAMES = ('encoder', 'transition_model', 'projection', 'predictor', 'head')
+
+_xavier = nn.initializers.xavier_uniform()
+
+
+def renormalize(x):
+  """Min-max rescales each example to [0, 1] over all non-batch axes.
+
+  SPR, section 2.2: keeps latents on a fixed scale so that the transition model
+  can be rolled out for several steps without the latents drifting.
+
+  Args:
+    x: (batch, ...) array.
+
+  Returns:
+    array of the same shape.
+  """
+  axes = tuple(range(1, x.ndim))
+  low = jnp.min(x, axis=axes, keepdims=True)
+  high = jnp.max(x, axis=axes, keepdims=True)
+  return (x - low) / (high - low + 1e-5)
+
+
+class ResidualBlock(nn.Module):
+  """Impala residual block: x + conv(relu(conv(relu(x))))."""
+
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    conv = functools.partial(
+        nn.Conv, self.channels, (3, 3), padding='SAME', kernel_init=_xavier)
+    y = conv()(nn.relu(x))
+    y = conv()(nn.relu(y))
+    return x + y
+
+
+@gin.configurable
+class ImpalaCNN(nn.Module):
+  """Impala CNN (Espeholt et al., 2018) with BBF's width scaling.
+
+  84x84 -> 42 -> 21 -> 11 through three stride-2 max-pools; at width_scale 4
+  the output is 11x11x128 = 15,488 features.
+  """
+
+  width_scale: float = 1.0
+  stage_channels: Sequence[int] = (16, 32, 32)
+  num_blocks: int = 2
+
+  @nn.compact
+  def __call__(self, x):  # x: (batch, 84, 84, stack)
+    for channels in self.stage_channels:
+      channels = scaled_channels(channels, self.width_scale)
+      x = nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      for _ in range(self.num_blocks):
+        x = ResidualBlock(channels)(x)
+    return nn.relu(x)  # (batch, 11, 11, C)
+
+
+@gin.configurable
+class NatureCNN(nn.Module):
+  """Nature DQN torso (Mnih et al., 2015), the encoder of SPR and SR-SPR."""
+
+  width_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):  # x: (batch, 84, 84, stack)
+    for channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+      x = nn.Conv(scaled_channels(channels, self.width_scale),
+                  (kernel, kernel), strides=(stride, stride),
+                  padding='VALID', kernel_init=_xavier)(x)
+      x = nn.relu(x)
+    return x  # (batch, 7, 7, 64)
+
+
+def scaled_channels(channels, width_scale):
+  scaled = int(round(channels * width_scale))
+  if scaled < 1:
+    raise ValueError(
+        f'width_scale={width_scale!r} gives {scaled} channels for a '
+        f'{channels}-channel layer; width_scale must be positive and large '
+        'enough for at least one channel.')
+  return scaled
+
+
+class NoisyDense(nn.Module):
+  """Factorised-Gaussian noisy linear layer (Fortunato et al., 2018, eq. 10-11).
+
+  The noise key is an argument, not a module attribute, so the same parameters
+  serve every call; `key=None` turns the noise off (evaluation, targets).
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x, key=None):  # x: (batch, in)
+    fan_in = x.shape[-1]
+    bound = 1.0 / np.sqrt(fan_in)
+    uniform = lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound)
+    sigma0 = lambda k, s: jnp.full(s, 0.5 * bound)  # sigma_0 = 0.5 (paper 3.2)
+    w_mu = self.param('kernel_mu', uniform, (fan_in, self.features))
+    w_sigma = self.param('kernel_sigma', sigma0, (fan_in, self.features))
+    b_mu = self.param('bias_mu', uniform, (self.features,))
+    b_sigma = self.param('bias_sigma', sigma0, (self.features,))
+    if key is None:
+      return x @ w_mu + b_mu
+    f = lambda e: jnp.sign(e) * jnp.sqrt(jnp.abs(e))
+    key_in, key_out = jax.random.split(key)
+    eps_in = f(jax.random.normal(key_in, (fan_in, 1)))
+    eps_out = f(jax.random.normal(key_out, (1, self.features)))
+    w = w_mu + w_sigma * (eps_in * eps_out)
+    b = b_mu + b_sigma * eps_out[0]
+    return x @ w + b
+
+
+class TransitionModel(nn.Module):
+  """SPR's convolutional transition model: one latent step per action."""
+
+  num_actions: int
+  renormalize: bool = True
+
+  @nn.compact
+  def __call__(self, latent, action):
+    # latent: (batch, H, W, C); action: (batch,) int
+    batch, height, width, channels = latent.shape
+    one_hot = jax.nn.one_hot(action, self.num_actions, dtype=latent.dtype)
+    one_hot = jnp.broadcast_to(one_hot[:, None, None, :],
+                               (batch, height, width, self.num_actions))
+    x = jnp.concatenate([latent, one_hot], axis=-1)
+    x = nn.relu(nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x))
+    x = nn.relu(nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x))
+    return renormalize(x) if self.renormalize else x
+
+
+class DuelingC51Head(nn.Module):
+  """Dueling distributional head (Wang et al., 2016; Bellemare et al., 2017)."""
+
+  num_actions: int
+  num_atoms: int
+  dueling: bool = True
+  noisy: bool = False
+
+  @nn.compact
+  def __call__(self, hidden, key=None):  # hidden: (batch, hidden_dim)
+    if self.noisy:
+      keys = (None, None) if key is None else tuple(jax.random.split(key))
+      dense = lambda n, name, k: NoisyDense(n, name=name)(hidden, k)
+    else:
+      keys = (None, None)
+      dense = lambda n, name, k: nn.Dense(n, kernel_init=_xavier, name=name)(
+          hidden)
+    adv = dense(self.num_actions * self.num_atoms, 'advantage', keys[0])
+    adv = adv.reshape(-1, self.num_actions, self.num_atoms)
+    if not self.dueling:
+      return adv  # (batch, actions, atoms) logits
+    value = dense(self.num_atoms, 'value', keys[1])[:, None, :]
+    return value + adv - adv.mean(axis=1, keepdims=True)
+
+
+@gin.configurable
+class BBFNetwork(nn.Module):
+  """Encoder, SPR modules and Q head, exposed as separately callable methods.
+
+  `__call__` (used only for initialisation) touches every module so that
+  `init` creates the whole parameter tree.
+  """
+
+  num_actions: int
+  num_atoms: int = 51
+  hidden_dim: int = 2048
+  width_scale: float = 4.0
+  encoder_type: str = 'impala'
+  renormalize: bool = True
+  dueling: bool = True
+  noisy: bool = False
+
+  def setup(self):
+    if self.hidden_dim < 1:
+      raise ValueError(f'hidden_dim must be positive, got {self.hidden_dim}.')
+    if self.encoder_type == 'impala':
+      self.encoder = ImpalaCNN(width_scale=self.width_scale)
+    elif self.encoder_type == 'nature':
+      self.encoder = NatureCNN(width_scale=self.width_scale)
+    else:
+      raise ValueError(f'Unknown encoder_type {self.encoder_type!r}; '
+                       "expected 'impala' or 'nature'.")
+    self.transition_model = TransitionModel(self.num_actions, self.renormalize)
+    if self.noisy:
+      self.projection = NoisyDense(self.hidden_dim)
+    else:
+      self.projection = nn.Dense(self.hidden_dim, kernel_init=_xavier)
+    self.predictor = nn.Dense(self.hidden_dim, kernel_init=_xavier)
+    self.head = DuelingC51Head(self.num_actions, self.num_atoms, self.dueling,
+                               self.noisy)
+
+  def encode(self, x):
+    """(batch, 84, 84, stack) float in [0, 1] -> (batch, h, w, c) latent."""
+    latent = self.encoder(x)
+    return renormalize(latent) if self.renormalize else latent
+
+  def project(self, latent, key=None):
+    """Latent -> (batch, hidden_dim): the shared first Q-head layer, no ReLU."""
+    flat = latent.reshape(latent.shape[0], -1)
+    return self.projection(flat, key) if self.noisy else self.projection(flat)
+
+  def predict(self, projected):
+    return self.predictor(projected)
+
+  def q_logits(self, latent, key=None):
+    """Latent -> (batch, actions, atoms) C51 logits."""
+    if key is not None:
+      key_proj, key_head = jax.random.split(key)
+    else:
+      key_proj = key_head = None
+    hidden = nn.relu(self.project(latent, key_proj))
+    return self.head(hidden, key_head)
+
+  def transition(self, latent, action):
+    return self.transition_model(latent, action)
+
+  def rollout(self, latent, actions):
+    """Applies the transition model along actions (batch, K): SPR eq. (2).
+
+    K is small (5), so the loop is unrolled; XLA fuses it as well as a scan.
+
+    Returns:
+      (K, batch, h, w, c) predicted latents for steps 1..K.
+    """
+    latents = []
+    for k in range(actions.shape[1]):
+      latent = self.transition_model(latent, actions[:, k])
+      latents.append(latent)
+    return jnp.stack(latents)
+
+  def __call__(self, x, actions: Optional[jnp.ndarray] = None):
+    latent = self.encode(x)
+    if actions is None:
+      actions = jnp.zeros((x.shape[0], 1), jnp.int32)
+    self.predict(self.project(latent))
+    self.rollout(latent, actions)
+    return self.q_logits(latent)
+
+
+def count_parameters(params):
+  return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,57 @@
+# coding=utf-8
+"""Makes `create_agent.agent_name = 'bbf'` work in Dopamine's own binary.
+
+Dopamine 4.1.2's `run_experiment.create_agent` is a fixed if/elif over its
+built-in agents, and `create_runner` looks `create_agent` up as a module
+global when it builds the Runner. Importing this module (gin files do it with
+`import bbf_dopamine.plugin`) wraps that global once: names registered here
+build our agents, every other name goes to Dopamine's original function
+unchanged. No Dopamine file is edited.
+"""
+
+import gin
+from dopamine.discrete_domains import run_experiment
+
+from bbf_dopamine import agent as agent_lib
+
+# Agent name (as written in gin) -> agent class.
+AGENTS = {'bbf': agent_lib.BBFAgent}
+
+_dopamine_create_agent = getattr(run_experiment.create_agent,
+                                 '_bbf_original', run_experiment.create_agent)
+
+
+def _bound_agent_name():
+  try:
+    return gin.query_parameter('create_agent.agent_name')
+  except ValueError:
+    return None
+
+
+def create_agent(sess, environment, agent_name=None, summary_writer=None,
+                 debug_mode=False):
+  """Same contract as Dopamine's `create_agent`, plus the names in AGENTS."""
+  name = agent_name if agent_name is not None else _bound_agent_name()
+  if name is not None and name.lower() in AGENTS:
+    if not debug_mode and _bound_debug_mode() is not True:
+      summary_writer = None  # Dopamine's convention: summaries need debug_mode.
+    return AGENTS[name.lower()](
+        num_actions=environment.action_space.n,
+        summary_writer=summary_writer)
+  kwargs = {'summary_writer': summary_writer}
+  if agent_name is not None:
+    kwargs['agent_name'] = agent_name
+  if debug_mode:
+    kwargs['debug_mode'] = debug_mode
+  return _dopamine_create_agent(sess, environment, **kwargs)
+
+
+def _bound_debug_mode():
+  try:
+    return gin.query_parameter('create_agent.debug_mode')
+  except ValueError:
+    return None
+
+
+create_agent._bbf_original = _dopamine_create_agent  # pylint: disable=protected-access
+run_experiment.create_agent = create_agent

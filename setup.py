@@ -1,0 +1,51 @@
+"""bbf-dopamine: the BBF agent as a gin-configurable plugin for Dopamine.
+
+`pip install .` installs everything that can be declared. Two packages cannot
+be declared here and are installed by `scripts/install.sh` (what the README's
+commands and CI run):
+  * baselines==0.1.5, imported by Dopamine 4.1.2's atari_lib at module level
+    but not declared by it (google/dopamine#227); its own declared
+    dependencies (gym[mujoco,robotics], mpi4py) do not install, so it must be
+    installed with --no-deps.
+  * tfp-nightly must overwrite the files of tensorflow-probability 0.25.0,
+    which Dopamine requires and which fails to import on JAX >= 0.5
+    (jax.interpreters.xla.pytype_aval_mappings is gone). Both distributions
+    own the same `tensorflow_probability` package, so the nightly is forced
+    over the release after everything else is installed.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='bbf-dopamine',
+    version='0.1.0',
+    description='BBF (Bigger, Better, Faster) as a plugin for Dopamine.',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['bbf_dopamine',
+                                               'bbf_dopamine.*']),
+    package_data={'bbf_dopamine': ['data/*', 'data/*/*', 'configs/*.gin']},
+    python_requires='>=3.10',
+    install_requires=[
+        # The Dopamine release this plugin is written and tested against; its
+        # create_agent / Runner internals are what plugin.py wraps.
+        'dopamine-rl==4.1.2',
+        'jax>=0.6',
+        'flax>=0.10',
+        'optax>=0.2.4',
+        'gin-config>=0.5',
+        'numpy>=1.26',
+        'absl-py',
+        'tensorflow>=2.16',
+        # Flax's and Dopamine's TensorBoard writers need it; TF 2.21 no longer
+        # pulls it in.
+        'tensorboard',
+        # Atari ROMs ship inside ale-py >= 0.9.
+        'ale-py>=0.9',
+        'gymnasium>=1.0',
+        'opencv-python',
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+    },
+)
