@@ -198,7 +198,10 @@ def train(state, batch, n, gamma, config):
     new state, metrics {name: (G,)}, priorities (G, B).
   """
   step = functools.partial(_minibatch_step, config, n, gamma)
-  state, (metrics, priorities) = jax.lax.scan(step, state, batch)
+  # Fully unrolled: on XLA:CPU a rolled scan runs this body about 9x slower
+  # (measured 3.5 s vs 0.39 s per width-1 gradient step), and G is small.
+  state, (metrics, priorities) = jax.lax.scan(step, state, batch,
+                                               unroll=True)
   return state, metrics, priorities
 
 

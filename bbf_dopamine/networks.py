@@ -50,6 +50,35 @@ def renormalize(x):
   return (x - low) / (high - low + 1e-5)
 
 
+def max_pool_3x3_s2(x):
+  """3x3 max-pool, stride 2, SAME padding, as nine strided slices.
+
+  Same values as `nn.max_pool(x, (3, 3), (2, 2), 'SAME')`, but its gradient is
+  a chain of selects instead of XLA's select-and-scatter, which is about 5x
+  slower on CPU (measured: 0.96 s vs 0.18 s for the first Impala stage of a
+  BBF minibatch).
+
+  Args:
+    x: (batch, h, w, c).
+
+  Returns:
+    (batch, ceil(h / 2), ceil(w / 2), c).
+  """
+  _, height, width, _ = x.shape
+  out_h, out_w = (height + 1) // 2, (width + 1) // 2
+  pad_h = max((out_h - 1) * 2 + 3 - height, 0)
+  pad_w = max((out_w - 1) * 2 + 3 - width, 0)
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+              constant_values=-jnp.inf)
+  out = None
+  for i in range(3):
+    for j in range(3):
+      window = x[:, i:i + 2 * (out_h - 1) + 1:2, j:j + 2 * (out_w - 1) + 1:2]
+      out = window if out is None else jnp.maximum(out, window)
+  return out
+
+
 class ResidualBlock(nn.Module):
   """Impala residual block: x + conv(relu(conv(relu(x))))."""
 
@@ -81,7 +110,7 @@ class ImpalaCNN(nn.Module):
     for channels in self.stage_channels:
       channels = scaled_channels(channels, self.width_scale)
       x = nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      x = max_pool_3x3_s2(x)
       for _ in range(self.num_blocks):
         x = ResidualBlock(channels)(x)
     return nn.relu(x)  # (batch, 11, 11, C)
