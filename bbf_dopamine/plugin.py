@@ -9,6 +9,8 @@ build our agents, every other name goes to Dopamine's original function
 unchanged. No Dopamine file is edited.
 """
 
+import os
+
 import gin
 from dopamine.discrete_domains import run_experiment
 
@@ -16,6 +18,7 @@ from bbf_dopamine import agent as agent_lib
 
 # Agent name (as written in gin) -> agent class.
 AGENTS = {'bbf': agent_lib.BBFAgent}
+CONFIG_FILE = 'config.gin'
 
 _dopamine_create_agent = getattr(run_experiment.create_agent,
                                  '_bbf_original', run_experiment.create_agent)
@@ -33,6 +36,9 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
   """Same contract as Dopamine's `create_agent`, plus the names in AGENTS."""
   name = agent_name if agent_name is not None else _bound_agent_name()
   if name is not None and name.lower() in AGENTS:
+    # Dopamine's Runner passes its base_dir as `summary_writer`.
+    if isinstance(summary_writer, str):
+      save_config(summary_writer)
     if not debug_mode and _bound_debug_mode() is not True:
       summary_writer = None  # Dopamine's convention: summaries need debug_mode.
     return AGENTS[name.lower()](
@@ -44,6 +50,19 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
   if debug_mode:
     kwargs['debug_mode'] = debug_mode
   return _dopamine_create_agent(sess, environment, **kwargs)
+
+
+def save_config(base_dir):
+  """Writes every gin binding of this run to base_dir/config.gin.
+
+  Written before training starts, so a run can always be reproduced from its
+  own directory; a resumed run overwrites it with the (same) bindings.
+  """
+  os.makedirs(base_dir, exist_ok=True)
+  path = os.path.join(base_dir, CONFIG_FILE)
+  with open(path + '.tmp', 'w') as f:
+    f.write(gin.config_str())
+  os.replace(path + '.tmp', path)
 
 
 def _bound_debug_mode():
