@@ -201,8 +201,10 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         noisy=noisy,
         legacy_nstep=legacy_nstep,
         legacy_spr_mask=legacy_spr_mask)
+    # The legacy SPR mask also reads d_{t+K}, one slot past the K steps.
+    horizon = max(max_update_horizon, jumps + 1 if legacy_spr_mask else jumps)
     self._replay = replay_lib.SubsequenceReplayBuffer(
-        horizon=max(max_update_horizon, jumps),
+        horizon=horizon,
         observation_shape=self.observation_shape,
         stack_size=stack_size,
         replay_capacity=replay_capacity,
@@ -231,8 +233,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self.action = None
     logging.info('Created BBFAgent: %d parameters, %d gradient steps per '
                  'agent step, replay horizon %d, seed %d.',
-                 networks.count_parameters(params), num_updates,
-                 max(max_update_horizon, jumps), self._seed)
+                 networks.count_parameters(params), num_updates, horizon,
+                 self._seed)
 
   # Parameters, resets and schedules -----------------------------------
 

@@ -76,10 +76,11 @@ class SubsequenceReplayBuffer(object):
     self._terminals[cursor] = bool(terminal)
     self._episode_ends[cursor] = bool(episode_end or terminal)
     self._blocked[cursor] = False
+    # Stacks reaching back over the cursor lose a frame: slots c+1 .. c+S-1.
+    # Also before the first wrap: the zero-padding slots of the first stacks
+    # (slots cap-S+1 .. cap-1) get written then (unwritten slots: no-op).
     zero = [cursor]
-    if self.add_count >= cap:
-      # The oldest stacks lose frames to the cursor: slots c+1 .. c+S-1.
-      zero.extend((cursor + np.arange(1, self._stack)) % cap)
+    zero.extend((cursor + np.arange(1, self._stack)) % cap)
     if episode_end and not terminal:
       # Time-limit cut: no bootstrap state exists for the last H slots of
       # this episode (walk back while the episode continues).

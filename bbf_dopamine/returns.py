@@ -104,6 +104,7 @@ def frame_stacks(frames, episode_ends, positions, stack_size):
   not_end = 1 - episode_ends[idx][:, :-1].astype(jnp.uint8)  # (P, S-1)
   # valid[:, j] = prod_{m=j}^{S-2} (1 - e): reversed cumulative product.
   valid = jnp.cumprod(not_end[:, ::-1], axis=1)[:, ::-1]
-  valid = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=1)
+  valid = jnp.concatenate(
+      [valid, jnp.ones((valid.shape[0], 1), valid.dtype)], axis=1)
   stacked = stacked * valid[:, :, None, None]
   return jnp.moveaxis(stacked, 1, -1)
