@@ -212,6 +212,9 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
 
     # One seed: split into named streams (network init, learner, acting,
     # replay sampling). Nothing reads the clock.
+    # Jitted once: eager init compiles each of ~90 small ops separately.
+    self._jit_init = jax.jit(self.network_def.init)
+    self._jit_reset = jax.jit(self._reset_state)
     key = jax.random.PRNGKey(self._seed)
     key_init, key_learn, self._rng, key_reset = jax.random.split(key, 4)
     self._reset_rng = key_reset
@@ -240,7 +243,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
 
   def _init_params(self, key):
     dummy = jnp.zeros((1,) + self.observation_shape + (self.stack_size,))
-    return self.network_def.init(key, dummy)
+    return self._jit_init(key, dummy)
 
   @property
   def online_params(self):
@@ -263,21 +266,26 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     return schedules.gamma_at(self.gradient_steps - self.cycle_start,
                               self.min_gamma, self.gamma, self.cycle_steps)
 
+  def _reset_state(self, state, key_online, key_target):
+    """Pure: the TrainState after a shrink-and-perturb reset."""
+    reset = lambda params, key: resets.shrink_perturb(
+        params, self._init_params(key), self.shrink_perturb_keys,
+        self.shrink_factor, self.perturb_factor)
+    return state._replace(
+        online_params=reset(state.online_params, key_online),
+        target_params=reset(state.target_params, key_target),
+        opt_state=resets.reset_optimizer_state(
+            state.opt_state, self.shrink_perturb_keys,
+            legacy=self.legacy_optimizer_reset))
+
   def reset_networks(self):
-    """Shrink-and-perturb reset of online and target networks (BBF 3)."""
+    """Shrink-and-perturb reset of online and target networks (BBF 3).
+
+    Each network gets its own fresh draw; the n / gamma cycle restarts.
+    """
     self._reset_rng, key_online, key_target = jax.random.split(
         self._reset_rng, 3)
-    fresh_online = self._init_params(key_online)
-    fresh_target = self._init_params(key_target)
-    reset = lambda params, fresh: resets.shrink_perturb(
-        params, fresh, self.shrink_perturb_keys, self.shrink_factor,
-        self.perturb_factor)
-    self._state = self._state._replace(
-        online_params=reset(self._state.online_params, fresh_online),
-        target_params=reset(self._state.target_params, fresh_target),
-        opt_state=resets.reset_optimizer_state(
-            self._state.opt_state, self.shrink_perturb_keys,
-            legacy=self.legacy_optimizer_reset))
+    self._state = self._jit_reset(self._state, key_online, key_target)
     self.cycle_start = self.gradient_steps
     self.num_resets += 1
     logging.info('Reset %d at agent step %d (gradient step %d).',

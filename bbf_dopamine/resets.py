@@ -17,13 +17,22 @@ import jax.numpy as jnp
 
 
 def _top_level_module(path):
-  """The first dict key on a tree path that names a network module."""
+  """The network module a tree path lies in, or None.
+
+  That is the key right after flax's 'params' root (parameter trees and Adam's
+  mu / nu, which mirror them), or the path's first key for a tree without that
+  root. Other keys that happen to spell a module name, such as the optimiser
+  partition labels 'encoder' and 'head' of `optax.multi_transform`, are not
+  modules: Adam's step counts lie under those labels but outside any module.
+  """
   from bbf_dopamine import networks  # pylint: disable=g-import-not-at-top
-  for entry in path:
-    key = getattr(entry, 'key', None)
-    if key in networks.MODULE_NAMES:
-      return key
-  return None
+  keys = [getattr(entry, 'key', None) for entry in path]
+  if 'params' in keys:
+    after = keys.index('params') + 1
+    key = keys[after] if after < len(keys) else None
+  else:
+    key = keys[0] if keys else None
+  return key if key in networks.MODULE_NAMES else None
 
 
 def shrink_perturb(params, fresh, shrink_perturb_keys, shrink_factor,
