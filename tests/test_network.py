@@ -203,3 +203,17 @@ def test_first_adamw_step_by_hand(small_params):
     expected = old - rate * (g / (np.abs(g) + eps) + decay)
     np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-7,
                                err_msg=path)
+
+
+def test_slice_max_pool_equals_flax_max_pool():
+  """The select-based pool is a drop-in for nn.max_pool, odd sizes included."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  for shape in ((2, 84, 84, 3), (2, 21, 21, 5), (1, 11, 7, 2)):
+    x = jax.random.normal(jax.random.PRNGKey(shape[1]), shape)
+    expected = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    np.testing.assert_array_equal(networks.max_pool_3x3_s2(x), expected)
+    grad = lambda f: jax.grad(lambda v: jnp.sum(f(v) ** 2))(x)
+    np.testing.assert_allclose(
+        grad(networks.max_pool_3x3_s2),
+        grad(lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding='SAME')),
+        rtol=1e-6)
