@@ -125,8 +125,6 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     if not distributional:
       raise ValueError('BBFAgent is distributional (C51); distributional=False'
                        ' is not supported.')
-    if half_precision:
-      raise ValueError('BBFAgent.half_precision=True is not implemented yet.')
     if replay_scheme not in ('prioritized', 'uniform'):
       raise ValueError(f'Unknown replay_scheme {replay_scheme!r}; expected '
                        "'prioritized' or 'uniform'.")
@@ -181,8 +179,10 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     else:
       self.summary_writer = summary_writer
 
-    self.network_def = network(num_actions=num_actions, num_atoms=num_atoms,
-                               dueling=dueling, noisy=noisy)
+    # half_precision: bf16 computation, float32 parameters and optimiser.
+    self.network_def = network(
+        num_actions=num_actions, num_atoms=num_atoms, dueling=dueling,
+        noisy=noisy, dtype=jnp.bfloat16 if half_precision else jnp.float32)
     self.optimizer = optimizers.create_scaling_optimizer(
         learning_rate=learning_rate,
         encoder_learning_rate=encoder_learning_rate)

@@ -19,7 +19,7 @@ Parameter tree (top-level keys are the names `shrink_perturb_keys` refers to):
 """
 
 import functools
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import gin
@@ -83,11 +83,13 @@ class ResidualBlock(nn.Module):
   """Impala residual block: x + conv(relu(conv(relu(x))))."""
 
   channels: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     conv = functools.partial(
-        nn.Conv, self.channels, (3, 3), padding='SAME', kernel_init=_xavier)
+        nn.Conv, self.channels, (3, 3), padding='SAME', kernel_init=_xavier,
+        dtype=self.dtype)
     y = conv()(nn.relu(x))
     y = conv()(nn.relu(y))
     return x + y
@@ -104,15 +106,17 @@ class ImpalaCNN(nn.Module):
   width_scale: float = 1.0
   stage_channels: Sequence[int] = (16, 32, 32)
   num_blocks: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):  # x: (batch, 84, 84, stack)
     for channels in self.stage_channels:
       channels = scaled_channels(channels, self.width_scale)
-      x = nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x)
+      x = nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier,
+                  dtype=self.dtype)(x)
       x = max_pool_3x3_s2(x)
       for _ in range(self.num_blocks):
-        x = ResidualBlock(channels)(x)
+        x = ResidualBlock(channels, dtype=self.dtype)(x)
     return nn.relu(x)  # (batch, 11, 11, C)
 
 
@@ -121,13 +125,14 @@ class NatureCNN(nn.Module):
   """Nature DQN torso (Mnih et al., 2015), the encoder of SPR and SR-SPR."""
 
   width_scale: float = 1.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):  # x: (batch, 84, 84, stack)
     for channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
       x = nn.Conv(scaled_channels(channels, self.width_scale),
                   (kernel, kernel), strides=(stride, stride),
-                  padding='VALID', kernel_init=_xavier)(x)
+                  padding='VALID', kernel_init=_xavier, dtype=self.dtype)(x)
       x = nn.relu(x)
     return x  # (batch, 7, 7, 64)
 
@@ -150,6 +155,7 @@ class NoisyDense(nn.Module):
   """
 
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, key=None):  # x: (batch, in)
@@ -161,15 +167,16 @@ class NoisyDense(nn.Module):
     w_sigma = self.param('kernel_sigma', sigma0, (fan_in, self.features))
     b_mu = self.param('bias_mu', uniform, (self.features,))
     b_sigma = self.param('bias_sigma', sigma0, (self.features,))
+    x = x.astype(self.dtype)
     if key is None:
-      return x @ w_mu + b_mu
+      return x @ w_mu.astype(self.dtype) + b_mu.astype(self.dtype)
     f = lambda e: jnp.sign(e) * jnp.sqrt(jnp.abs(e))
     key_in, key_out = jax.random.split(key)
     eps_in = f(jax.random.normal(key_in, (fan_in, 1)))
     eps_out = f(jax.random.normal(key_out, (1, self.features)))
     w = w_mu + w_sigma * (eps_in * eps_out)
     b = b_mu + b_sigma * eps_out[0]
-    return x @ w + b
+    return x @ w.astype(self.dtype) + b.astype(self.dtype)
 
 
 class TransitionModel(nn.Module):
@@ -177,6 +184,7 @@ class TransitionModel(nn.Module):
 
   num_actions: int
   renormalize: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, latent, action):
@@ -186,8 +194,10 @@ class TransitionModel(nn.Module):
     one_hot = jnp.broadcast_to(one_hot[:, None, None, :],
                                (batch, height, width, self.num_actions))
     x = jnp.concatenate([latent, one_hot], axis=-1)
-    x = nn.relu(nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x))
-    x = nn.relu(nn.Conv(channels, (3, 3), padding='SAME', kernel_init=_xavier)(x))
+    conv = functools.partial(nn.Conv, channels, (3, 3), padding='SAME',
+                             kernel_init=_xavier, dtype=self.dtype)
+    x = nn.relu(conv()(x))
+    x = nn.relu(conv()(x))
     return renormalize(x) if self.renormalize else x
 
 
@@ -198,16 +208,18 @@ class DuelingC51Head(nn.Module):
   num_atoms: int
   dueling: bool = True
   noisy: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, hidden, key=None):  # hidden: (batch, hidden_dim)
     if self.noisy:
       keys = (None, None) if key is None else tuple(jax.random.split(key))
-      dense = lambda n, name, k: NoisyDense(n, name=name)(hidden, k)
+      dense = lambda n, name, k: NoisyDense(n, self.dtype, name=name)(hidden,
+                                                                      k)
     else:
       keys = (None, None)
-      dense = lambda n, name, k: nn.Dense(n, kernel_init=_xavier, name=name)(
-          hidden)
+      dense = lambda n, name, k: nn.Dense(
+          n, kernel_init=_xavier, dtype=self.dtype, name=name)(hidden)
     adv = dense(self.num_actions * self.num_atoms, 'advantage', keys[0])
     adv = adv.reshape(-1, self.num_actions, self.num_atoms)
     if not self.dueling:
@@ -232,29 +244,34 @@ class BBFNetwork(nn.Module):
   renormalize: bool = True
   dueling: bool = True
   noisy: bool = False
+  # Computation dtype (bf16 for mixed precision); parameters stay float32.
+  dtype: Any = jnp.float32
 
   def setup(self):
     if self.hidden_dim < 1:
       raise ValueError(f'hidden_dim must be positive, got {self.hidden_dim}.')
     if self.encoder_type == 'impala':
-      self.encoder = ImpalaCNN(width_scale=self.width_scale)
+      self.encoder = ImpalaCNN(width_scale=self.width_scale, dtype=self.dtype)
     elif self.encoder_type == 'nature':
-      self.encoder = NatureCNN(width_scale=self.width_scale)
+      self.encoder = NatureCNN(width_scale=self.width_scale, dtype=self.dtype)
     else:
       raise ValueError(f'Unknown encoder_type {self.encoder_type!r}; '
                        "expected 'impala' or 'nature'.")
-    self.transition_model = TransitionModel(self.num_actions, self.renormalize)
+    self.transition_model = TransitionModel(self.num_actions, self.renormalize,
+                                            self.dtype)
     if self.noisy:
-      self.projection = NoisyDense(self.hidden_dim)
+      self.projection = NoisyDense(self.hidden_dim, self.dtype)
     else:
-      self.projection = nn.Dense(self.hidden_dim, kernel_init=_xavier)
-    self.predictor = nn.Dense(self.hidden_dim, kernel_init=_xavier)
+      self.projection = nn.Dense(self.hidden_dim, kernel_init=_xavier,
+                                 dtype=self.dtype)
+    self.predictor = nn.Dense(self.hidden_dim, kernel_init=_xavier,
+                              dtype=self.dtype)
     self.head = DuelingC51Head(self.num_actions, self.num_atoms, self.dueling,
-                               self.noisy)
+                               self.noisy, self.dtype)
 
   def encode(self, x):
     """(batch, 84, 84, stack) float in [0, 1] -> (batch, h, w, c) latent."""
-    latent = self.encoder(x)
+    latent = self.encoder(x.astype(self.dtype))
     return renormalize(latent) if self.renormalize else latent
 
   def project(self, latent, key=None):
@@ -263,7 +280,7 @@ class BBFNetwork(nn.Module):
     return self.projection(flat, key) if self.noisy else self.projection(flat)
 
   def predict(self, projected):
-    return self.predictor(projected)
+    return self.predictor(projected).astype(jnp.float32)
 
   def q_logits(self, latent, key=None):
     """Latent -> (batch, actions, atoms) C51 logits."""
@@ -272,7 +289,8 @@ class BBFNetwork(nn.Module):
     else:
       key_proj = key_head = None
     hidden = nn.relu(self.project(latent, key_proj))
-    return self.head(hidden, key_head)
+    # Losses and action values are computed in float32.
+    return self.head(hidden, key_head).astype(jnp.float32)
 
   def transition(self, latent, action):
     return self.transition_model(latent, action)

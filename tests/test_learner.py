@@ -123,3 +123,30 @@ def test_ema_target_and_no_retrace():
     new_state, _, _ = learner.train(new_state, _batch(5), jnp.int32(n),
                                     jnp.float32(gamma), config=config)
   assert learner.train._cache_size() == before
+
+
+def test_half_precision_keeps_losses_and_float32_parameters():
+  """bf16 compute changes the loss only at bf16's precision; params stay f32."""
+  results = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    net = networks.BBFNetwork(num_actions=ACTIONS, width_scale=0.25,
+                              hidden_dim=16, dtype=dtype)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 84, 84, STACK)))
+    optimizer = optax.adam(1e-3)
+    config = learner.LearnerConfig(network=net, optimizer=optimizer,
+                                   stack_size=STACK, jumps=JUMPS,
+                                   data_augmentation=False)
+    state = learner.TrainState(params, jax.tree_util.tree_map(jnp.copy, params),
+                               optimizer.init(params), jax.random.PRNGKey(2))
+    new_state, metrics, _ = learner.train(state, _batch(6), jnp.int32(3),
+                                          jnp.float32(0.97), config=config)
+    dtypes = {x.dtype for x in jax.tree_util.tree_leaves(new_state)}
+    # Parameters, moments and target in float32 (counts int32, keys uint32).
+    assert jnp.dtype(jnp.bfloat16) not in dtypes, dtypes
+    assert {x.dtype for x in jax.tree_util.tree_leaves(
+        new_state.online_params)} == {jnp.dtype(jnp.float32)}
+    results[jnp.dtype(dtype).name] = metrics
+  full, half = results['float32'], results['bfloat16']
+  for name in ('DQNLoss', 'SPRLoss'):
+    np.testing.assert_allclose(half[name], full[name], rtol=3e-2, atol=1e-3)
+  assert not np.array_equal(half['SPRLoss'], full['SPRLoss'])
