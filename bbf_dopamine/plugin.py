@@ -13,6 +13,7 @@ import os
 
 import gin
 from dopamine.discrete_domains import run_experiment
+import tensorflow as tf
 
 from bbf_dopamine import agent as agent_lib
 
@@ -41,6 +42,12 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
       save_config(summary_writer)
     if not debug_mode and _bound_debug_mode() is not True:
       summary_writer = None  # Dopamine's convention: summaries need debug_mode.
+    # Dopamine's train binary calls tf.compat.v1.disable_v2_behavior(). In
+    # graph mode the TF2 summary writers of the Runner's TensorboardCollector
+    # (built after the agent) only build ops that no session runs, so
+    # metrics/tensorboard stays empty. BBF is pure JAX: restore eager mode.
+    if not tf.executing_eagerly():
+      tf.compat.v1.enable_v2_behavior()
     return AGENTS[name.lower()](
         num_actions=environment.action_space.n,
         summary_writer=summary_writer)

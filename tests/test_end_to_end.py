@@ -1,0 +1,143 @@
+# coding=utf-8
+"""BBF trains on real ALE Pong through Dopamine's own entry point, and resumes.
+
+Runs `python -m dopamine.discrete_domains.train --gin_files gin_configs/bbf.gin`
+as a subprocess, the way a user does, with gin bindings that shrink the
+network, the replay buffer and the run (width 0.25, hidden 32, learning after
+50 transitions, Pong episodes cut at 50 agent steps). Every BBF component is
+still on. Then runs the same command again on the same base_dir with
+`Runner.num_iterations=2`: Dopamine must reload checkpoint 0 and the agent must
+continue its counters and replay buffer instead of starting over. About two
+minutes on 2 CPU cores.
+"""
+
+import glob
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+
+from dopamine.discrete_domains import checkpointer
+import pytest
+import tensorflow as tf
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MIN_REPLAY_HISTORY = 50
+EPISODE_STEPS = 50  # Runner.max_steps_per_episode
+TRAINING_STEPS = 80  # -> two episodes of 50 agent steps per iteration
+GRADIENT_STEPS_PER_AGENT_STEP = 2  # bbf.gin: replay_ratio 64 / batch_size 32
+TINY = [
+    'BBFNetwork.width_scale = 0.25',
+    'BBFNetwork.hidden_dim = 32',
+    f'BBFAgent.min_replay_history = {MIN_REPLAY_HISTORY}',
+    'BBFAgent.replay_capacity = 2000',
+    'BBFAgent.log_every = 10',  # so that Agent/* summaries are written
+    "atari_lib.create_atari_environment.game_name = 'Pong'",
+    f'Runner.training_steps = {TRAINING_STEPS}',
+    'Runner.evaluation_steps = 30',
+    f'Runner.max_steps_per_episode = {EPISODE_STEPS}',
+]
+RELOADED = 'Reloaded checkpoint and will start from iteration 1'
+
+
+def train(base_dir, num_iterations):
+  """Runs Dopamine's train binary on bbf.gin; returns the CompletedProcess."""
+  bindings = TINY + [f'Runner.num_iterations = {num_iterations}']
+  command = [sys.executable, '-m', 'dopamine.discrete_domains.train',
+             f'--base_dir={base_dir}', '--gin_files=gin_configs/bbf.gin']
+  command += [f'--gin_bindings={b}' for b in bindings]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, check=False)
+  assert result.returncode == 0, (
+      f'train exited with {result.returncode}:\n{result.stderr[-5000:]}')
+  return result
+
+
+def load_checkpoint(base_dir, iteration):
+  """Dopamine's own reader for checkpoints/ckpt.N (the agent's bundle)."""
+  return checkpointer.Checkpointer(
+      os.path.join(base_dir, 'checkpoints')).load_checkpoint(iteration)
+
+
+def tensorboard_tags(base_dir):
+  tags = set()
+  for path in glob.glob(
+      os.path.join(base_dir, 'metrics', 'tensorboard', 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+@pytest.fixture(scope='module')
+def base_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('bbf_pong'))
+
+
+@pytest.fixture(scope='module')
+def first_run(base_dir):
+  return train(base_dir, num_iterations=1)
+
+
+@pytest.fixture(scope='module')
+def second_run(base_dir, first_run):  # pylint: disable=unused-argument
+  before = load_checkpoint(base_dir, 0)
+  return train(base_dir, num_iterations=2), before
+
+
+def test_first_run_writes_checkpoints_logs_and_metrics(base_dir, first_run):
+  assert 'Created BBFAgent' in first_run.stderr
+  assert RELOADED not in first_run.stderr
+  for name in ('checkpoints/ckpt.0',
+               'checkpoints/sentinel_checkpoint_complete.0',
+               'checkpoints/bbf_replay_ckpt.0.npz',
+               'logs/log_0'):
+    assert os.path.isfile(os.path.join(base_dir, name)), name
+
+  pickles = glob.glob(os.path.join(base_dir, 'metrics', 'pickle', '*.pkl'))
+  assert pickles
+  with open(pickles[0], 'rb') as f:
+    statistics = pickle.load(f)
+  assert 'Train/AverageReturns' in statistics['iteration_0']
+  assert 'Eval/AverageReturns' in statistics['iteration_0']
+
+  tags = tensorboard_tags(base_dir)
+  for tag in ('Train/AverageReturns', 'Eval/AverageReturns', 'Agent/Loss',
+              'Agent/DQNLoss', 'Agent/SPRLoss'):
+    assert tag in tags, (tag, sorted(tags))
+
+  bundle = load_checkpoint(base_dir, 0)
+  assert bundle['current_iteration'] == 0
+  lengths = bundle['logs']['iteration_0']['train_episode_lengths']
+  assert lengths == [EPISODE_STEPS, EPISODE_STEPS]
+  assert bundle['training_steps'] == sum(lengths)
+  # Gradient steps start once more than MIN_REPLAY_HISTORY transitions are
+  # stored, i.e. at agent step MIN_REPLAY_HISTORY + 1 (0-based).
+  learning_steps = sum(lengths) - MIN_REPLAY_HISTORY - 1
+  assert bundle['gradient_steps'] == (
+      GRADIENT_STEPS_PER_AGENT_STEP * learning_steps)
+
+
+def test_second_run_resumes_from_checkpoint(base_dir, second_run):
+  result, before = second_run
+  assert RELOADED in result.stderr
+  for name in ('checkpoints/ckpt.1',
+               'checkpoints/sentinel_checkpoint_complete.1',
+               'checkpoints/bbf_replay_ckpt.1.npz'):
+    assert os.path.isfile(os.path.join(base_dir, name)), name
+
+  after = load_checkpoint(base_dir, 1)
+  assert after['current_iteration'] == 1
+  # Dopamine's logger data came back from checkpoint 0 and was extended.
+  assert after['logs']['iteration_0'] == before['logs']['iteration_0']
+  steps_1 = sum(after['logs']['iteration_1']['train_episode_lengths'])
+  assert steps_1 == 2 * EPISODE_STEPS
+  # Counters continued: two iterations' worth of agent steps ...
+  assert after['training_steps'] == before['training_steps'] + steps_1
+  assert after['training_steps'] > before['training_steps'] >= TRAINING_STEPS
+  # ... and the reloaded replay buffer already held more than
+  # min_replay_history transitions, so every agent step of iteration 1
+  # trained (a fresh buffer would first collect 50 transitions again).
+  assert after['gradient_steps'] == (
+      before['gradient_steps'] + GRADIENT_STEPS_PER_AGENT_STEP * steps_1)
+  assert after['num_resets'] == before['num_resets'] == 0
