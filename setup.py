@@ -24,7 +24,6 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['bbf_dopamine',
                                                'bbf_dopamine.*']),
-    package_data={'bbf_dopamine': ['data/*', 'data/*/*', 'configs/*.gin']},
     python_requires='>=3.10',
     install_requires=[
         # The Dopamine release this plugin is written and tested against; its
