@@ -246,6 +246,10 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     return self._jit_init(key, dummy)
 
   @property
+  def seed(self):
+    return self._seed
+
+  @property
   def online_params(self):
     return self._state.online_params
 

@@ -48,15 +48,35 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
     # metrics/tensorboard stays empty. BBF is pure JAX: restore eager mode.
     if not tf.executing_eagerly():
       tf.compat.v1.enable_v2_behavior()
-    return AGENTS[name.lower()](
+    agent = AGENTS[name.lower()](
         num_actions=environment.action_space.n,
         summary_writer=summary_writer)
+    seed_environment(environment, agent.seed)
+    return agent
   kwargs = {'summary_writer': summary_writer}
   if agent_name is not None:
     kwargs['agent_name'] = agent_name
   if debug_mode:
     kwargs['debug_mode'] = debug_mode
   return _dopamine_create_agent(sess, environment, **kwargs)
+
+
+def seed_environment(environment, seed):
+  """Seeds the game's RNG (sticky actions) with the agent's seed.
+
+  Dopamine's `create_atari_environment` never seeds the ALE, so runs with
+  sticky actions differ from one launch to the next whatever the agent's
+  seed. Seeding the wrapped Gymnasium environment once makes every later
+  `reset()` (Dopamine's AtariPreprocessing calls it without a seed) continue
+  a reproducible stream. Environments without a Gymnasium `reset(seed=...)`
+  are left alone.
+  """
+  inner = getattr(environment, 'environment', environment)
+  try:
+    inner.reset(seed=int(seed))
+  except TypeError:
+    return False
+  return True
 
 
 def save_config(base_dir):

@@ -11,6 +11,7 @@ from dopamine.discrete_domains import atari_lib
 from dopamine.discrete_domains import run_experiment
 from dopamine.jax.agents.dqn import dqn_agent as jax_dqn_agent
 import gin
+import numpy as np
 import pytest
 
 from bbf_dopamine import agent as agent_lib
@@ -100,3 +101,24 @@ def test_create_runner_builds_bbf_from_gin(tmp_path):
   ])
   runner = run_experiment.create_runner(str(tmp_path))
   assert type(runner._agent) is agent_lib.BBFAgent  # pylint: disable=protected-access,unidiomatic-typecheck
+
+
+def _sticky_frames(seed, steps=300):
+  """Frames of real Pong with sticky actions after the plugin seeds it."""
+  env = atari_lib.create_atari_environment('Pong', sticky_actions=True)
+  assert plugin.seed_environment(env, seed)
+  env.reset()
+  frames = []
+  for t in range(steps):
+    observation, _, terminal, _ = env.step(t % 2 + 2)  # alternate up / down
+    frames.append(observation.copy())
+    if terminal:
+      env.reset()
+  return np.stack(frames)
+
+
+def test_seed_drives_the_environment():
+  """Same seed -> identical sticky-action trajectories; other seed differs."""
+  first, again, other = _sticky_frames(1), _sticky_frames(1), _sticky_frames(2)
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
