@@ -58,6 +58,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                network=networks.BBFNetwork,
                seed=0,
                summary_writer=None,
+               debug_dir=None,
                eval_mode=False,
                # Dopamine's JaxDQNAgent knobs (official BBF.gin values).
                gamma=0.997,
@@ -172,6 +173,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self.log_every = log_every
     self.legacy_optimizer_reset = legacy_optimizer_reset
     self._seed = int(seed)
+    self.debug_dir = debug_dir
     self._prioritized = replay_scheme == 'prioritized'
 
     if isinstance(summary_writer, str):
@@ -366,8 +368,9 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         self._state, metrics, priorities = learner.train(
             self._state, batch, jnp.int32(n), jnp.float32(gamma),
             config=self._config)
-        self._replay.update_priorities(indices,
-                                       np.asarray(priorities).reshape(-1))
+        priorities = np.asarray(priorities)  # the step's one host sync
+        self._check_finite(metrics, indices, batch, n, gamma)
+        self._replay.update_priorities(indices, priorities.reshape(-1))
         previous = self.gradient_steps
         self.gradient_steps += self.batches_to_group
         if self.gradient_steps // self.log_every > previous // self.log_every:
@@ -377,8 +380,35 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                                self.no_resets_after):
       self.reset_networks()
 
+  def _check_finite(self, metrics, indices, batch, n, gamma):
+    """Stops the run at the first non-finite loss, gradient or parameter.
+
+    The run stops before anything else is written, so no checkpoint ever
+    holds non-finite parameters. The offending batch is saved for debugging
+    in `debug_dir` (the run's base_dir when created through the plugin).
+    """
+    for quantity in ('FiniteLoss', 'FiniteGradients', 'FiniteParameters'):
+      flags = np.asarray(metrics[quantity])
+      if flags.all():
+        continue
+      step = self.gradient_steps + int(np.argmin(flags)) + 1
+      path = None
+      if self.debug_dir:
+        os.makedirs(self.debug_dir, exist_ok=True)
+        path = os.path.join(self.debug_dir, f'nonfinite_step_{step}.npz')
+        np.savez(path, indices=indices, n=n, gamma=gamma,
+                 **{k: np.asarray(v) for k, v in batch._asdict().items()},
+                 **{k: np.asarray(v) for k, v in metrics.items()})
+      message = (f'Non-finite {quantity[len("Finite"):].lower()} at gradient '
+                 f'step {step} (agent step {self.training_steps}); training '
+                 'stopped before any checkpoint was written.')
+      if path:
+        message += f' The batch is saved in {path}.'
+      raise FloatingPointError(message)
+
   def _log(self, metrics, n, gamma):
-    values = {k: float(np.mean(v)) for k, v in metrics.items()}
+    values = {k: float(np.mean(v)) for k, v in metrics.items()
+              if not k.startswith('Finite')}
     values.update(UpdateHorizon=n, Gamma=gamma, NumResets=self.num_resets)
     step = self.gradient_steps
     if self.summary_writer is not None:

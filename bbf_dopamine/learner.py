@@ -174,10 +174,17 @@ def _minibatch_step(config, n, gamma, state, mb):
   tau = config.target_update_tau
   target = jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o,
                                   state.target_params, online)
+  all_finite = lambda tree: jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
   metrics = {
       'Loss': loss,
       'DQNLoss': jnp.mean(dqn_loss),
       'SPRLoss': jnp.mean(spr),
+      # Numerics guard: read on the host at the sync the priorities need
+      # anyway, so it costs no extra device round trip.
+      'FiniteLoss': jnp.isfinite(loss),
+      'FiniteGradients': all_finite(grads),
+      'FiniteParameters': all_finite(online),
   }
   priorities = jnp.sqrt(dqn_loss + 1e-10)
   return TrainState(online, target, opt_state, rng), (metrics, priorities)

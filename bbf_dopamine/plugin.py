@@ -38,6 +38,7 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
   name = agent_name if agent_name is not None else _bound_agent_name()
   if name is not None and name.lower() in AGENTS:
     # Dopamine's Runner passes its base_dir as `summary_writer`.
+    base_dir = summary_writer
     if isinstance(summary_writer, str):
       save_config(summary_writer)
     if not debug_mode and _bound_debug_mode() is not True:
@@ -52,6 +53,8 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
         num_actions=environment.action_space.n,
         summary_writer=summary_writer)
     seed_environment(environment, agent.seed)
+    if isinstance(base_dir, str) and agent.debug_dir is None:
+      agent.debug_dir = os.path.join(base_dir, 'debug')
     return agent
   kwargs = {'summary_writer': summary_writer}
   if agent_name is not None:
