@@ -17,6 +17,7 @@ drives them from Dopamine's `begin_episode / step / end_episode` contract.
 """
 
 import os
+import pickle
 
 from absl import logging
 from dopamine.jax.agents.dqn import dqn_agent
@@ -174,6 +175,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self.legacy_optimizer_reset = legacy_optimizer_reset
     self._seed = int(seed)
     self.debug_dir = debug_dir
+    self._environment = None
     self._prioritized = replay_scheme == 'prioritized'
 
     if isinstance(summary_writer, str):
@@ -423,6 +425,19 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
 
   # Checkpointing --------------------------------------------------------
 
+  def attach_environment(self, environment):
+    """Lets checkpoints carry the environment's state and RNG.
+
+    With sticky actions the ALE draws from its own RNG; without its state a
+    resumed run would replay the seed's stream from the start and diverge
+    from an uninterrupted one.
+    """
+    self._environment = environment
+
+  def _ale(self):
+    inner = getattr(self._environment, 'environment', self._environment)
+    return getattr(getattr(inner, 'unwrapped', None), 'ale', None)
+
   def bundle_and_checkpoint(self, checkpoint_dir, iteration_number):
     if not tf.io.gfile.exists(checkpoint_dir):
       return None
@@ -445,6 +460,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         'cycle_start': self.cycle_start,
         'num_resets': self.num_resets,
         'state': self.state.copy(),
+        'ale_state': (pickle.dumps(self._ale().cloneState(include_rng=True))
+                      if self._ale() is not None else None),
     }
 
   def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
@@ -472,5 +489,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                  'num_resets'):
       setattr(self, name, bundle_dictionary[name])
     self.state = bundle_dictionary['state']
+    if bundle_dictionary.get('ale_state') is not None and self._ale():
+      self._ale().restoreState(pickle.loads(bundle_dictionary['ale_state']))
     return True
 

@@ -53,6 +53,7 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
         num_actions=environment.action_space.n,
         summary_writer=summary_writer)
     seed_environment(environment, agent.seed)
+    agent.attach_environment(environment)
     if isinstance(base_dir, str) and agent.debug_dir is None:
       agent.debug_dir = os.path.join(base_dir, 'debug')
     return agent
