@@ -16,18 +16,10 @@ import gymnasium
 import pytest
 
 from bbf_dopamine import agent as agent_lib
+from test_gin_configs import CHEAP
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BBF_GIN = str(ROOT / 'gin_configs' / 'bbf.gin')
-CHEAP = [
-    'BBFNetwork.width_scale = 0.25',
-    'BBFNetwork.hidden_dim = 32',
-    'BBFAgent.replay_capacity = 1000',
-    "atari_lib.create_atari_environment.game_name = 'Pong'",
-    'Runner.training_steps = 4',
-    'Runner.evaluation_steps = 2',
-    'Runner.max_steps_per_episode = 3',
-]
 
 
 @pytest.fixture(autouse=True)
