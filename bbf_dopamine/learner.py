@@ -224,6 +224,8 @@ def select_action(network, params, state, rng, epsilon, num_actions, noisy):
   latent = network.apply(params, x, method=network.encode)
   logits = network.apply(params, latent, key_noise if noisy else None,
                          method=network.q_logits)
+  # The greedy action does not depend on v_max: Q = a + b * E[atom index]
+  # with b > 0 for any symmetric, evenly spaced support.
   support = jnp.linspace(-10.0, 10.0, logits.shape[-1])
   greedy = jnp.argmax(_q_values(logits, support)[0])
   explore = jax.random.uniform(key_eps) < epsilon
