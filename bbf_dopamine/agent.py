@@ -449,6 +449,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     if os.path.exists(stale):
       os.remove(stale)
     to_host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
+    ale = self._ale()
     return {
         'bbf_version': 1,
         'train_state': to_host(self._state),
@@ -460,8 +461,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         'cycle_start': self.cycle_start,
         'num_resets': self.num_resets,
         'state': self.state.copy(),
-        'ale_state': (pickle.dumps(self._ale().cloneState(include_rng=True))
-                      if self._ale() is not None else None),
+        'ale_state': (pickle.dumps(ale.cloneState(include_rng=True))
+                      if ale is not None else None),
     }
 
   def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
@@ -489,7 +490,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                  'num_resets'):
       setattr(self, name, bundle_dictionary[name])
     self.state = bundle_dictionary['state']
-    if bundle_dictionary.get('ale_state') is not None and self._ale():
-      self._ale().restoreState(pickle.loads(bundle_dictionary['ale_state']))
+    ale = self._ale()
+    if bundle_dictionary.get('ale_state') is not None and ale is not None:
+      ale.restoreState(pickle.loads(bundle_dictionary['ale_state']))
     return True
 

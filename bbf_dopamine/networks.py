@@ -32,6 +32,24 @@ MODULE_NAMES = ('encoder', 'transition_model', 'projection', 'predictor', 'head'
 _xavier = nn.initializers.xavier_uniform()
 
 
+def module_name(path):
+  """The network module a pytree path lies in (one of MODULE_NAMES), or None.
+
+  That is the key right after flax's 'params' root (parameter trees and Adam's
+  mu / nu, which mirror them), or the path's first key for a tree without that
+  root. Other keys that happen to spell a module name, such as the optimiser
+  partition labels 'encoder' and 'head' of `optax.multi_transform`, are not
+  modules: Adam's step counts lie under those labels but outside any module.
+  """
+  keys = [getattr(entry, 'key', None) for entry in path]
+  if 'params' in keys:
+    after = keys.index('params') + 1
+    key = keys[after] if after < len(keys) else None
+  else:
+    key = keys[0] if keys else None
+  return key if key in MODULE_NAMES else None
+
+
 def renormalize(x):
   """Min-max rescales each example to [0, 1] over all non-batch axes.
 

@@ -11,15 +11,15 @@ import gin
 import jax
 import optax
 
+from bbf_dopamine import networks
+
 ENCODER_MODULES = ('encoder', 'transition_model')
 
 
 def _labels(params):
   def label(path, _):
-    top = getattr(path[0], 'key', None)
-    if top == 'params' and len(path) > 1:
-      top = getattr(path[1], 'key', None)
-    return 'encoder' if top in ENCODER_MODULES else 'head'
+    module = networks.module_name(path)
+    return 'encoder' if module in ENCODER_MODULES else 'head'
   return jax.tree_util.tree_map_with_path(label, params)
 
 

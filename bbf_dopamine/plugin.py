@@ -38,9 +38,9 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
   name = agent_name if agent_name is not None else _bound_agent_name()
   if name is not None and name.lower() in AGENTS:
     # Dopamine's Runner passes its base_dir as `summary_writer`.
-    base_dir = summary_writer
-    if isinstance(summary_writer, str):
-      save_config(summary_writer)
+    base_dir = summary_writer if isinstance(summary_writer, str) else None
+    if base_dir:
+      save_config(base_dir)
     if not debug_mode and _bound_debug_mode() is not True:
       summary_writer = None  # Dopamine's convention: summaries need debug_mode.
     # Dopamine's train binary calls tf.compat.v1.disable_v2_behavior(). In
@@ -54,7 +54,7 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
         summary_writer=summary_writer)
     seed_environment(environment, agent.seed)
     agent.attach_environment(environment)
-    if isinstance(base_dir, str) and agent.debug_dir is None:
+    if base_dir and agent.debug_dir is None:
       agent.debug_dir = os.path.join(base_dir, 'debug')
     return agent
   kwargs = {'summary_writer': summary_writer}
