@@ -43,7 +43,18 @@ setuptools.setup(
         'ale-py>=0.9',
         'gymnasium>=1.0',
         'opencv-python',
+        # Aggregate metrics and plots of the comparison report
+        # (bbf_dopamine/analyze.py).
+        'rliable==1.2.0',
+        # rliable's dependency `arch` fails to import with pandas 3.
+        'pandas<3',
+        'matplotlib',
     ],
+    # Reference scores used by bbf_dopamine/scores.py (see data/SOURCES.md).
+    package_data={'bbf_dopamine': ['data/*.csv', 'data/*.md',
+                                   'data/published/*.csv',
+                                   'data/peers/*.json']},
+    include_package_data=True,
     extras_require={
         'test': ['pytest>=8'],
     },

@@ -36,7 +36,6 @@ from bbf_dopamine import resets
 from bbf_dopamine import schedules
 
 REPLAY_FILE = 'bbf_replay_ckpt.{}.npz'
-CHECKPOINT_DURATION = 4  # Same as Dopamine's Checkpointer.
 
 
 def _positive(name, value):
@@ -318,6 +317,15 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self.action = int(action)
     return self.action
 
+  def eval_actions(self, states):
+    """Evaluation actions for (B, h, w, S) uint8 states in one call."""
+    params = (self._state.target_params if self.target_action_selection
+              else self._state.online_params)
+    self._rng, actions = learner.select_actions(
+        self.network_def, params, states, self._rng,
+        jnp.float32(self.epsilon_eval), self.num_actions)
+    return np.asarray(actions)
+
   def _record_observation(self, observation):
     self._observation = np.reshape(observation, self.observation_shape)
     self.state = np.roll(self.state, -1, axis=-1)
@@ -438,16 +446,26 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     inner = getattr(self._environment, 'environment', self._environment)
     return getattr(getattr(inner, 'unwrapped', None), 'ale', None)
 
+  @property
+  def checkpoint_nbytes(self):
+    """Upper bound of one checkpoint's size on disk (replay + state)."""
+    state = sum(x.nbytes for x in jax.tree_util.tree_leaves(self._state))
+    return self._replay.nbytes + state
+
   def bundle_and_checkpoint(self, checkpoint_dir, iteration_number):
     if not tf.io.gfile.exists(checkpoint_dir):
       return None
     self._replay.save(
         os.path.join(checkpoint_dir, REPLAY_FILE.format(iteration_number)))
-    stale = os.path.join(
-        checkpoint_dir,
-        REPLAY_FILE.format(iteration_number - CHECKPOINT_DURATION))
-    if os.path.exists(stale):
-      os.remove(stale)
+    # Replay files whose checkpoint is gone (Dopamine's Checkpointer deletes
+    # ckpt.N and its sentinel, not ours); Atari100kRunner prunes them itself.
+    for name in os.listdir(checkpoint_dir):
+      number = name[len('bbf_replay_ckpt.'):-len('.npz')]
+      if (name.startswith('bbf_replay_ckpt.') and name.endswith('.npz') and
+          number.isdigit() and int(number) < iteration_number and
+          not os.path.exists(os.path.join(
+              checkpoint_dir, f'sentinel_checkpoint_complete.{number}'))):
+        os.remove(os.path.join(checkpoint_dir, name))
     to_host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
     ale = self._ale()
     return {

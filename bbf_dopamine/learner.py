@@ -231,3 +231,25 @@ def select_action(network, params, state, rng, epsilon, num_actions, noisy):
   explore = jax.random.uniform(key_eps) < epsilon
   random_action = jax.random.randint(key_action, (), 0, num_actions)
   return rng, jnp.where(explore, random_action, greedy)
+
+
+@functools.partial(jax.jit, static_argnames=('network', 'num_actions'))
+def select_actions(network, params, states, rng, epsilon, num_actions):
+  """Epsilon-greedy actions for a batch of (B, h, w, S) uint8 states.
+
+  Used for evaluation across many environments at once (no noisy nets:
+  evaluation acts on the mean weights).
+
+  Returns:
+    new rng, int32 actions (B,).
+  """
+  rng, key_eps, key_action = jax.random.split(rng, 3)
+  x = states.astype(jnp.float32) / 255.0
+  latent = network.apply(params, x, method=network.encode)
+  logits = network.apply(params, latent, None, method=network.q_logits)
+  support = jnp.linspace(-10.0, 10.0, logits.shape[-1])  # see select_action
+  greedy = jnp.argmax(_q_values(logits, support), axis=-1)  # (B,)
+  batch = states.shape[:1]
+  explore = jax.random.uniform(key_eps, batch) < epsilon
+  random_actions = jax.random.randint(key_action, batch, 0, num_actions)
+  return rng, jnp.where(explore, random_actions, greedy)

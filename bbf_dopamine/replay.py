@@ -156,39 +156,73 @@ class SubsequenceReplayBuffer(object):
 
   # Checkpointing --------------------------------------------------------
 
+  _SLOT_ARRAYS = ('frames', 'actions', 'rewards', 'terminals', 'episode_ends',
+                  'blocked')
+
+  @property
+  def nbytes(self):
+    """Bytes of the full buffer (the most a checkpoint of it can take)."""
+    return (sum(getattr(self, '_' + name).nbytes for name in self._SLOT_ARRAYS)
+            + self._tree._nodes.nbytes)  # pylint: disable=protected-access
+
   def _state_arrays(self):
-    return {
-        'frames': self._frames,
-        'actions': self._actions,
-        'rewards': self._rewards,
-        'terminals': self._terminals,
-        'episode_ends': self._episode_ends,
-        'blocked': self._blocked,
-        'tree_nodes': self._tree._nodes,  # pylint: disable=protected-access
-        'max_priority': np.asarray(self._tree.max_recorded_priority),
-        'add_count': np.asarray(self.add_count),
-    }
+    # Slots never written hold their initial values: only the written prefix
+    # is saved, so a checkpoint at 100k transitions of a 200k buffer is half
+    # the size.
+    filled = min(self.add_count, self._capacity)
+    arrays = {name: getattr(self, '_' + name)[:filled]
+              for name in self._SLOT_ARRAYS}
+    arrays.update(
+        tree_nodes=self._tree._nodes,  # pylint: disable=protected-access
+        max_priority=np.asarray(self._tree.max_recorded_priority),
+        add_count=np.asarray(self.add_count),
+        capacity=np.asarray(self._capacity))
+    return arrays
 
   def save(self, path):
-    """Writes the whole buffer to `path` (.npz) via a temporary file."""
+    """Writes the buffer to `path` (.npz) via a temporary file."""
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
       np.savez(f, **self._state_arrays())
     os.replace(tmp, path)
 
   def load(self, path):
-    with np.load(path) as data:
-      arrays = self._state_arrays()
-      for name, array in arrays.items():
-        if name not in data:
-          raise ValueError(f'Replay checkpoint {path} lacks array {name!r}.')
-        if data[name].shape != array.shape:
-          raise ValueError(
-              f'Replay checkpoint {path}: {name} has shape {data[name].shape}'
-              f', expected {array.shape} (different capacity or frame size?).')
-      for name in ('frames', 'actions', 'rewards', 'terminals', 'episode_ends',
-                   'blocked'):
-        getattr(self, '_' + name)[...] = data[name]
-      self._tree._nodes[...] = data['tree_nodes']  # pylint: disable=protected-access
-      self._tree.max_recorded_priority = float(data['max_priority'])
-      self.add_count = int(data['add_count'])
+    """Restores a buffer written by `save`; rejects foreign or cut files."""
+    try:
+      data = np.load(path)
+    except Exception as error:  # zipfile / pickle / OS errors alike
+      raise ValueError(f'Replay checkpoint {path} is unreadable: '
+                       f'{error}') from error
+    with data:
+      missing = [k for k in self._state_arrays() if k not in data]
+      if missing:
+        raise ValueError(f'Replay checkpoint {path} lacks {missing}.')
+      try:
+        saved = {k: data[k] for k in data.files}
+      except Exception as error:  # a truncated member fails on read
+        raise ValueError(f'Replay checkpoint {path} is truncated or corrupt: '
+                         f'{error}') from error
+    if int(saved['capacity']) != self._capacity:
+      raise ValueError(
+          f'Replay checkpoint {path} holds a buffer of capacity '
+          f'{int(saved["capacity"])}, this configuration has {self._capacity}.')
+    filled = min(int(saved['add_count']), self._capacity)
+    for name in self._SLOT_ARRAYS:
+      array = getattr(self, '_' + name)
+      expected = (filled,) + array.shape[1:]
+      if saved[name].shape != expected:
+        raise ValueError(
+            f'Replay checkpoint {path}: {name} has shape {saved[name].shape}, '
+            f'expected {expected} (different frame size?).')
+    tree = self._tree._nodes  # pylint: disable=protected-access
+    if saved['tree_nodes'].shape != tree.shape:
+      raise ValueError(f'Replay checkpoint {path}: priority tree has shape '
+                       f'{saved["tree_nodes"].shape}, expected {tree.shape}.')
+    for name in self._SLOT_ARRAYS:
+      array = getattr(self, '_' + name)
+      # Unwritten slots: zeros, except episode_ends = 1 (see __init__).
+      array[filled:] = 1 if name == 'episode_ends' else 0
+      array[:filled] = saved[name]
+    tree[...] = saved['tree_nodes']
+    self._tree.max_recorded_priority = float(saved['max_priority'])
+    self.add_count = int(saved['add_count'])

@@ -4,14 +4,16 @@
 Runs `python -m dopamine.discrete_domains.train --gin_files gin_configs/bbf.gin`
 as a subprocess, the way a user does, with gin bindings that shrink the
 network, the replay buffer and the run (width 0.25, hidden 32, learning after
-50 transitions, Pong episodes cut at 50 agent steps). Every BBF component is
-still on. Then runs the same command again on the same base_dir with
-`Runner.num_iterations=2`: Dopamine must reload checkpoint 0 and the agent must
-continue its counters and replay buffer instead of starting over. About two
-minutes on 2 CPU cores.
+50 transitions, Pong episodes cut at 50 agent steps, 2 evaluation episodes).
+Every BBF component is still on, and bbf.gin's Atari 100k runner writes
+checkpoints, logs, metrics and final_eval.json. Then runs the same command
+again on the same base_dir with `Atari100kRunner.num_iterations=2`: the run
+must reload the checkpoint of iteration 0 and continue its counters and replay
+buffer instead of starting over. About two minutes on 2 CPU cores.
 """
 
 import glob
+import json
 import os
 import pathlib
 import pickle
@@ -22,11 +24,14 @@ from dopamine.discrete_domains import checkpointer
 import pytest
 import tensorflow as tf
 
+from bbf_dopamine import scores
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MIN_REPLAY_HISTORY = 50
-EPISODE_STEPS = 50  # Runner.max_steps_per_episode
-TRAINING_STEPS = 80  # -> two episodes of 50 agent steps per iteration
+EPISODE_STEPS = 50  # Atari100kRunner.max_steps_per_episode
+TRAINING_STEPS = 100  # -> two episodes of 50 agent steps per iteration
 GRADIENT_STEPS_PER_AGENT_STEP = 2  # bbf.gin: replay_ratio 64 / batch_size 32
+EVAL_EPISODES = 2
 TINY = [
     'BBFNetwork.width_scale = 0.25',
     'BBFNetwork.hidden_dim = 32',
@@ -34,19 +39,20 @@ TINY = [
     'BBFAgent.replay_capacity = 2000',
     'BBFAgent.log_every = 10',  # so that Agent/* summaries are written
     "atari_lib.create_atari_environment.game_name = 'Pong'",
-    f'Runner.training_steps = {TRAINING_STEPS}',
-    'Runner.evaluation_steps = 30',
-    f'Runner.max_steps_per_episode = {EPISODE_STEPS}',
+    f'Atari100kRunner.training_steps = {TRAINING_STEPS}',
+    f'Atari100kRunner.num_eval_episodes = {EVAL_EPISODES}',
+    'Atari100kRunner.intermediate_eval_episodes = 1',
+    f'Atari100kRunner.max_steps_per_episode = {EPISODE_STEPS}',
 ]
-RELOADED = 'Reloaded checkpoint and will start from iteration 1'
+RELOADED = 'Resumed from checkpoint {}'
 
 
-def train(base_dir, num_iterations):
+def train(base_dir, num_iterations, extra=()):
   """Runs Dopamine's train binary on bbf.gin; returns the CompletedProcess."""
-  bindings = TINY + [f'Runner.num_iterations = {num_iterations}']
+  bindings = TINY + [f'Atari100kRunner.num_iterations = {num_iterations}']
   command = [sys.executable, '-m', 'dopamine.discrete_domains.train',
              f'--base_dir={base_dir}', '--gin_files=gin_configs/bbf.gin']
-  command += [f'--gin_bindings={b}' for b in bindings]
+  command += [f'--gin_bindings={b}' for b in bindings + list(extra)]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           timeout=900, check=False)
   assert result.returncode == 0, (
@@ -54,10 +60,10 @@ def train(base_dir, num_iterations):
   return result
 
 
-def load_checkpoint(base_dir, iteration):
+def load_checkpoint(base_dir, number):
   """Dopamine's own reader for checkpoints/ckpt.N (the agent's bundle)."""
   return checkpointer.Checkpointer(
-      os.path.join(base_dir, 'checkpoints')).load_checkpoint(iteration)
+      os.path.join(base_dir, 'checkpoints')).load_checkpoint(number)
 
 
 def tensorboard_tags(base_dir):
@@ -81,17 +87,19 @@ def first_run(base_dir):
 
 @pytest.fixture(scope='module')
 def second_run(base_dir, first_run):  # pylint: disable=unused-argument
-  before = load_checkpoint(base_dir, 0)
+  before = load_checkpoint(base_dir, TRAINING_STEPS)
   return train(base_dir, num_iterations=2), before
 
 
 def test_first_run_writes_checkpoints_logs_and_metrics(base_dir, first_run):
   assert 'Created BBFAgent' in first_run.stderr
-  assert RELOADED not in first_run.stderr
-  for name in ('checkpoints/ckpt.0',
-               'checkpoints/sentinel_checkpoint_complete.0',
-               'checkpoints/bbf_replay_ckpt.0.npz',
-               'logs/log_0'):
+  assert 'Resumed from' not in first_run.stderr
+  end = TRAINING_STEPS  # checkpoints are numbered by agent steps
+  for name in (f'checkpoints/ckpt.{end}',
+               f'checkpoints/sentinel_checkpoint_complete.{end}',
+               f'checkpoints/bbf_replay_ckpt.{end}.npz',
+               'logs/log_0', 'config.gin', 'run_info.json',
+               'final_eval.json'):
     assert os.path.isfile(os.path.join(base_dir, name)), name
 
   pickles = glob.glob(os.path.join(base_dir, 'metrics', 'pickle', '*.pkl'))
@@ -102,14 +110,18 @@ def test_first_run_writes_checkpoints_logs_and_metrics(base_dir, first_run):
   assert 'Eval/AverageReturns' in statistics['iteration_0']
 
   tags = tensorboard_tags(base_dir)
-  for tag in ('Train/AverageReturns', 'Eval/AverageReturns', 'Agent/Loss',
-              'Agent/DQNLoss', 'Agent/SPRLoss'):
+  for tag in ('Train/AverageReturns', 'Eval/AverageReturns',
+              'Train/AverageStepsPerSecond', 'Train/EpisodeReturns',
+              'Eval/EpisodeReturns', 'Eval/HumanNormalizedReturns',
+              'Agent/Loss', 'Agent/DQNLoss', 'Agent/SPRLoss'):
     assert tag in tags, (tag, sorted(tags))
 
-  bundle = load_checkpoint(base_dir, 0)
-  assert bundle['current_iteration'] == 0
-  lengths = bundle['logs']['iteration_0']['train_episode_lengths']
+  bundle = load_checkpoint(base_dir, end)
+  assert bundle['bbf_runner']['iteration'] == 1  # iteration 0 is done
+  logs = bundle['logs']['iteration_0']
+  lengths = logs['train_episode_lengths']
   assert lengths == [EPISODE_STEPS, EPISODE_STEPS]
+  assert logs['env_steps'] == [TRAINING_STEPS]
   assert bundle['training_steps'] == sum(lengths)
   # Gradient steps start once more than MIN_REPLAY_HISTORY transitions are
   # stored, i.e. at agent step MIN_REPLAY_HISTORY + 1 (0-based).
@@ -117,21 +129,40 @@ def test_first_run_writes_checkpoints_logs_and_metrics(base_dir, first_run):
   assert bundle['gradient_steps'] == (
       GRADIENT_STEPS_PER_AGENT_STEP * learning_steps)
 
+  # One run of 1 iteration: its final evaluation is the score.
+  with open(os.path.join(base_dir, 'final_eval.json')) as f:
+    final = json.load(f)
+  assert final['num_episodes'] == len(final['returns']) == EVAL_EPISODES
+  assert final['returns'] == logs['eval_episode_returns']
+  assert final['mean_return'] == pytest.approx(sum(final['returns']) / 2)
+  # Pong: random -20.7, human 14.6 (shipped table).
+  assert final['human_normalized_mean'] == pytest.approx(
+      (final['mean_return'] + 20.7) / (14.6 + 20.7))
+  assert final['game'] == 'Pong' and final['seed'] == 0
+  assert final['env_steps'] == TRAINING_STEPS
+  assert scores.human_normalized('Pong', 14.6) == pytest.approx(1.0)
+  with open(os.path.join(base_dir, 'run_info.json')) as f:
+    info = json.load(f)
+  assert info['seed'] == 0 and info['versions']['dopamine-rl'] == '4.1.2'
+  assert info['devices'] and len(info['launches']) == 1
+
 
 def test_second_run_resumes_from_checkpoint(base_dir, second_run):
   result, before = second_run
-  assert RELOADED in result.stderr
-  for name in ('checkpoints/ckpt.1',
-               'checkpoints/sentinel_checkpoint_complete.1',
-               'checkpoints/bbf_replay_ckpt.1.npz'):
+  assert RELOADED.format(TRAINING_STEPS) in result.stderr
+  end = 2 * TRAINING_STEPS
+  for name in (f'checkpoints/ckpt.{end}',
+               f'checkpoints/sentinel_checkpoint_complete.{end}',
+               f'checkpoints/bbf_replay_ckpt.{end}.npz'):
     assert os.path.isfile(os.path.join(base_dir, name)), name
 
-  after = load_checkpoint(base_dir, 1)
-  assert after['current_iteration'] == 1
-  # Dopamine's logger data came back from checkpoint 0 and was extended.
+  after = load_checkpoint(base_dir, end)
+  assert after['bbf_runner']['iteration'] == 2
+  # Dopamine's logger data came back from the checkpoint and was extended.
   assert after['logs']['iteration_0'] == before['logs']['iteration_0']
   steps_1 = sum(after['logs']['iteration_1']['train_episode_lengths'])
   assert steps_1 == 2 * EPISODE_STEPS
+  assert after['logs']['iteration_1']['env_steps'] == [end]
   # Counters continued: two iterations' worth of agent steps ...
   assert after['training_steps'] == before['training_steps'] + steps_1
   assert after['training_steps'] > before['training_steps'] >= TRAINING_STEPS
@@ -141,3 +172,7 @@ def test_second_run_resumes_from_checkpoint(base_dir, second_run):
   assert after['gradient_steps'] == (
       before['gradient_steps'] + GRADIENT_STEPS_PER_AGENT_STEP * steps_1)
   assert after['num_resets'] == before['num_resets'] == 0
+  with open(os.path.join(base_dir, 'run_info.json')) as f:
+    launches = json.load(f)['launches']
+  assert [l['resumed_from_checkpoint'] for l in launches] == [
+      None, TRAINING_STEPS]

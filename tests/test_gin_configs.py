@@ -31,6 +31,7 @@ import pytest
 
 from bbf_dopamine import agent as agent_lib
 from bbf_dopamine import networks
+from bbf_dopamine import runner as runner_lib
 from bbf_dopamine import schedules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,15 +45,19 @@ CHEAP = [
     'BBFNetwork.hidden_dim = 32',
     'BBFAgent.replay_capacity = 1000',
     "atari_lib.create_atari_environment.game_name = 'Pong'",
-    'Runner.training_steps = 4',
-    'Runner.evaluation_steps = 2',
-    'Runner.max_steps_per_episode = 3',
+    'Atari100kRunner.training_steps = 4',
+    'Atari100kRunner.num_iterations = 1',
+    'Atari100kRunner.num_eval_episodes = 1',
+    'Atari100kRunner.max_steps_per_episode = 3',
 ]
 
-# plugin.py reads this binding with gin.query_parameter and never calls
-# Dopamine's create_agent, so gin never records it as operative.
+# plugin.py reads these bindings with gin.query_parameter and never calls
+# Dopamine's create_agent / create_runner, so gin never records them as
+# operative.
 AGENT_NAME = ('dopamine.discrete_domains.run_experiment.create_agent',
               'agent_name')
+SCHEDULE = ('dopamine.discrete_domains.run_experiment.create_runner',
+            'schedule')
 
 # What each file must produce in the agent (differences from BBF_FACTS).
 _RR8_RESETS = tuple(range(5_000, 100_000, 5_000))  # 5k .. 95k: 19 resets
@@ -106,10 +111,12 @@ DEVIATIONS = {
         'BBFAgent.epsilon_decay_period': 201,
         'BBFAgent.replay_capacity': 5_000,
         'create_atari_environment.game_name': 'Pong',
-        'Runner.num_iterations': 2,
-        'Runner.training_steps': 400,
-        'Runner.evaluation_steps': 200,
-        'Runner.max_steps_per_episode': 200,
+        'Atari100kRunner.num_iterations': 2,
+        'Atari100kRunner.training_steps': 400,
+        'Atari100kRunner.num_eval_episodes': 2,
+        'Atari100kRunner.intermediate_eval_episodes': 1,
+        'Atari100kRunner.max_steps_per_episode': 200,
+        'Atari100kRunner.checkpoint_every': 200,
     },
     'bbf_rr8.gin': {'BBFAgent.replay_ratio': 256,
                     'BBFAgent.reset_every': 5_000},
@@ -180,6 +187,8 @@ def unused_bindings(bindings, runner):
   for scope, selector, param in bindings:
     if (selector, param) == AGENT_NAME:
       used = isinstance(runner._agent, agent_lib.BBFAgent)  # pylint: disable=protected-access
+    elif (selector, param) == SCHEDULE:
+      used = isinstance(runner, runner_lib.Atari100kRunner)
     else:
       used = any(
           op_selector == selector and param in values and
@@ -262,8 +271,11 @@ def test_runner_builds_and_every_binding_is_used(name, tmp_path):
   runner = build_runner(path, tmp_path)
   agent = runner._agent  # pylint: disable=protected-access
   assert isinstance(agent, agent_lib.BBFAgent)
-  runner.run_experiment()  # 1 iteration: >= 4 training + 2 evaluation steps
-  assert agent.training_steps >= 4
+  assert isinstance(runner, runner_lib.Atari100kRunner)
+  runner.run_experiment()  # 1 iteration: 4 training steps, 1 eval episode
+  assert runner._total_steps == 4  # pylint: disable=protected-access
+  # The agent also counts the action it chose for the episode in flight.
+  assert agent.training_steps in (4, 5)
 
   assert unused_bindings(written, runner) == set(), (
       f'{name}: bindings that no configurable used')

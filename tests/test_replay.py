@@ -470,6 +470,46 @@ def test_save_load_round_trip(tmp_path):
     small.load(path)
 
 
+def test_partial_buffer_saves_only_written_slots(tmp_path):
+  stream = make_stream()
+  buf = make_buffer()
+  for step in stream[:CAP // 2]:
+    buf.add(*step)
+  path = str(tmp_path / 'replay.npz')
+  buf.save(path)
+  with np.load(path) as data:
+    assert data['frames'].shape[0] == CAP // 2
+  # Loading over a buffer holding other data restores the unwritten slots
+  # to their initial values too.
+  other = make_buffer()
+  for step in stream[:CAP + 5]:
+    other.add(*step)
+  other.load(path)
+  fresh = make_buffer()
+  for step in stream[:CAP // 2]:
+    fresh.add(*step)
+  for name in ('_frames', '_actions', '_rewards', '_terminals',
+               '_episode_ends', '_blocked'):
+    np.testing.assert_array_equal(getattr(other, name), getattr(fresh, name),
+                                  err_msg=name)
+  np.testing.assert_array_equal(leaves(other), leaves(fresh))
+
+
+def test_truncated_or_foreign_file_is_rejected(tmp_path):
+  buf = make_buffer()
+  for step in make_stream()[:CAP]:
+    buf.add(*step)
+  path = tmp_path / 'replay.npz'
+  buf.save(str(path))
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match='replay.npz'):
+    make_buffer().load(str(path))
+  np.savez(str(path), frames=np.zeros(3))
+  with pytest.raises(ValueError, match='lacks'):
+    make_buffer().load(str(path))
+
+
 def test_errors():
   with pytest.raises(ValueError):
     replay.SubsequenceReplayBuffer(horizon=H, observation_shape=OBS,

@@ -1,0 +1,524 @@
+# coding=utf-8
+r"""Comparison report for Atari 100k results: tables, aggregates and plots.
+
+  python -m bbf_dopamine.analyze runs/ more_runs/ --out report/ \
+      [--published RR8_BBF,RR2_BBF] [--reps 2000] [--common_games] [--seed 0]
+
+Each positional argument is a results root laid out `<root>/<agent>/<Game>/
+<seed>/` (roots merge; an agent found in several roots is one agent). A run
+directory holds our runner's `final_eval.json` and Dopamine's `logs/log_<K>`
+pickles. The published BBF scores (`scores.published_names()`) or peer scores
+(`scores.peer_names()`) named by --published join as agents `paper:<name>`,
+restricted to the games the user ran.
+
+Writes per_game.{csv,md}, aggregates.{csv,md},
+probability_of_improvement.{csv,md}, report.md and four PNG plots. Every run
+that is skipped or read from a fallback is listed in report.md.
+
+The logs are Python pickles, which can run code when loaded: only analyse
+results you trust.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import re
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import MaxNLocator
+import numpy as np
+import pandas as pd
+
+from bbf_dopamine import aggregate
+from bbf_dopamine import scores
+
+ATARI_100K_STEPS = 100_000
+PAPER_PREFIX = 'paper:'
+PLOTS = ('aggregate_intervals.png', 'performance_profiles.png',
+         'learning_curves.png', 'final_scores.png')
+
+
+@dataclasses.dataclass
+class Run:
+  """One run directory, read."""
+  agent: str
+  game: str  # Canonical name.
+  seed: str  # The directory name.
+  path: str
+  final_returns: Optional[List[float]]  # Final evaluation episode returns.
+  source: str  # Where final_returns came from.
+  final_steps: Optional[float] = None  # Env steps at the final evaluation.
+  # 'eval' / 'train' -> (x, y): env steps and mean episode return, each of
+  # shape (num_points,), over the logged iterations that had episodes.
+  curves: Dict[str, Tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+      default_factory=dict)
+  curve_kind: str = ''  # The curve to plot: 'eval', 'train' or '' (none).
+
+  @property
+  def score(self) -> float:
+    return float(np.mean(self.final_returns))
+
+
+def _training_steps_from_gin(run_dir: str) -> Optional[int]:
+  """`Runner.training_steps` (or `Atari100kRunner...`) from config.gin."""
+  path = os.path.join(run_dir, 'config.gin')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    match = re.search(r'^\s*(?:[\w.]+\.)?\w*Runner\.training_steps\s*=\s*'
+                      r'(\d[\d_]*)\s*$', f.read(), flags=re.MULTILINE)
+  return int(match.group(1).replace('_', '')) if match else None
+
+
+def _load_logs(run_dir: str, notes: List[str]) -> Optional[dict]:
+  """The newest readable `logs/log_<K>` pickle (it holds every iteration)."""
+  log_dir = os.path.join(run_dir, 'logs')
+  if not os.path.isdir(log_dir):
+    return None
+  numbered = sorted((int(m.group(1)), name) for name in os.listdir(log_dir)
+                    if (m := re.fullmatch(r'log_(\d+)', name)))
+  for k, (_, name) in enumerate(reversed(numbered)):
+    try:
+      with open(os.path.join(log_dir, name), 'rb') as f:
+        data = pickle.load(f)
+      if not isinstance(data, dict):
+        raise TypeError(f'a {type(data).__name__}, not a dict')
+    except Exception as e:  # pylint: disable=broad-except
+      # A run killed while writing leaves a truncated newest log; the one
+      # before it is still complete.
+      notes.append(f'{log_dir}/{name} is unreadable ({e!r}); '
+                   'trying an older log.')
+      continue
+    if k:
+      notes.append(f'{run_dir}: used {name}, not the newest log.')
+    return data
+  return None
+
+
+def _episode_mean(stats: dict, phase: str) -> Optional[float]:
+  """Mean `phase` ('eval' / 'train') episode return of one iteration, if any.
+
+  Only the episode lists count: Dopamine's Runner and ours log an average
+  return of 0.0 for an iteration in which no episode ended.
+  """
+  returns = _values(stats, f'{phase}_episode_returns')
+  return float(np.mean(returns)) if returns else None
+
+
+def _values(stats: dict, key: str) -> List[float]:
+  """stats[key] as a list of floats ([] if absent; lists or arrays)."""
+  return [float(v) for v in np.ravel(stats.get(key, []))]
+
+
+def _read_final_eval(run: Run, notes: List[str]) -> None:
+  """Fills run.final_returns / final_steps from final_eval.json, if usable."""
+  path = os.path.join(run.path, 'final_eval.json')
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      final = json.load(f)
+    returns = [float(r) for r in final.get('returns') or []]
+    if not returns and final.get('mean_return') is not None:
+      returns = [float(final['mean_return'])]
+    if not returns or not all(map(math.isfinite, returns)):
+      raise ValueError('no finite returns')
+    steps = final.get('env_steps')
+    steps = None if steps is None else float(steps)
+  except Exception as e:  # pylint: disable=broad-except
+    notes.append(f'{path} is unreadable ({e!r}).')
+    return
+  run.final_returns, run.source, run.final_steps = (
+      returns, 'final_eval.json', steps)
+  if steps is not None and steps < ATARI_100K_STEPS:
+    notes.append(f'{run.path}: final evaluation after only {steps:g} env '
+                 f'steps (Atari 100k is {ATARI_100K_STEPS}).')
+
+
+def _read_logs(run: Run, logs: dict, notes: List[str]) -> None:
+  """Learning curves from the logs; the final score too if still missing."""
+  iterations = sorted(int(m.group(1)) for key in logs
+                      if (m := re.fullmatch(r'iteration_(\d+)', str(key))))
+  stats = [logs[f'iteration_{i}'] for i in iterations]
+  training_steps = _training_steps_from_gin(run.path)
+  # x = env steps; Dopamine's stock Runner logs none, so fall back.
+  xs = [_values(s, 'env_steps')[-1] if _values(s, 'env_steps') else
+        float((i + 1) * training_steps) if training_steps else float(i)
+        for i, s in zip(iterations, stats)]
+  if stats and not _values(stats[0], 'env_steps'):
+    notes.append(f'{run.path}: logs have no env_steps; curve x = ' + (
+        f'(iteration + 1) * {training_steps} (training_steps from '
+        'config.gin).' if training_steps else
+        'iteration index (no training_steps in config.gin).'))
+  points = {kind: [(x, y) for x, s in zip(xs, stats)
+                   if (y := _episode_mean(s, kind)) is not None]
+            for kind in ('eval', 'train')}
+  run.curves = {k: tuple(np.array(c) for c in zip(*p))
+                for k, p in points.items() if p}
+  # Plot eval returns if most iterations have them: our runner by default
+  # evaluates only after the last iteration, and that one point would hide
+  # the whole training curve.
+  order = (('eval', 'train') if len(points['eval']) >= max(
+      2, len(points['train']) / 2) else ('train', 'eval'))
+  run.curve_kind = next((k for k in order if points[k]), '')
+  with_eval = [(i, x, s) for i, x, s in zip(iterations, xs, stats)
+               if (r := _values(s, 'eval_episode_returns'))
+               and all(map(math.isfinite, r))]
+  if run.final_returns is None and with_eval:
+    i, x, s = with_eval[-1]
+    run.final_returns = _values(s, 'eval_episode_returns')
+    run.source, run.final_steps = f'logs (iteration {i})', x
+    notes.append(f'{run.path}: no usable final_eval.json; final score = '
+                 f'eval returns of logged iteration {i} (x = {x:g}).')
+
+
+def load_run(agent: str, game: str, run_dir: str,
+             notes: List[str]) -> Optional[Run]:
+  """Reads one run directory; None (with a note) if it has nothing usable."""
+  run = Run(agent, game, os.path.basename(run_dir), run_dir, None, '')
+  _read_final_eval(run, notes)
+  logs = _load_logs(run_dir, notes)
+  if logs:
+    try:
+      _read_logs(run, logs, notes)
+    except Exception as e:  # pylint: disable=broad-except
+      notes.append(f'{run_dir}: logs have an unexpected layout ({e!r}).')
+  if run.final_returns is None:
+    # Without a final score the run can still show its learning curve.
+    notes.append(f'WARNING: skipped {run_dir}: no usable final_eval.json and '
+                 'no evaluation episodes in logs/' +
+                 ('; only its learning curve is plotted.'
+                  if run.curve_kind else '.'))
+    return run if run.curve_kind else None
+  return run
+
+
+def collect_runs(roots: Sequence[str], notes: List[str]) -> List[Run]:
+  """Every `<root>/<agent>/<Game>/<seed>/` run under `roots`."""
+  runs, seen = [], {}
+  for root in roots:
+    if not os.path.isdir(root):
+      raise ValueError(f'Results root {root!r} is not a directory.')
+    subdirs = lambda d: sorted(e for e in os.listdir(d) if not e.startswith(
+        '.') and os.path.isdir(os.path.join(d, e)))
+    for agent in subdirs(root):
+      for game_dir in subdirs(os.path.join(root, agent)):
+        path = os.path.join(root, agent, game_dir)
+        if not scores.is_atari_100k_game(game_dir):
+          notes.append(f'WARNING: skipped {path}: {game_dir!r} is not one of '
+                       'the 26 Atari 100k games (no human/random reference).')
+          continue
+        game = scores.canonical_game(game_dir)
+        for seed in subdirs(path):
+          run = load_run(agent, game, os.path.join(path, seed), notes)
+          if run and (agent, game, seed) in seen:
+            notes.append(f'{agent}/{game}: seed {seed} is in two roots '
+                         f'({seen[agent, game, seed]}, {run.path}); both '
+                         'runs are used.')
+          if run:
+            seen[agent, game, seed] = run.path
+            runs.append(run)
+  return runs
+
+
+def _per_game_row(agent: str, game: str, values: Sequence[float],
+                  source: str) -> dict:
+  values = np.asarray(values, np.float64)  # (num_runs,)
+  mean = float(np.mean(values))
+  # Sample std across seeds; undefined (blank / n/a) for one run.
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else float('nan')
+  return {'agent': agent, 'game': game, 'runs': len(values),
+          'mean_score': mean, 'std_score': std,
+          'human_normalized_mean': scores.human_normalized(game, mean),
+          'source': source}
+
+
+def _wide_per_game(per_game: pd.DataFrame, agents: Sequence[str]) -> str:
+  """Game rows, agent columns: 'mean ± std (normalised) [runs]'."""
+  table = {}
+  for row in per_game.itertuples(index=False):
+    std = '' if math.isnan(row.std_score) else f' ± {row.std_score:.1f}'
+    table.setdefault(row.game, {})[row.agent] = (
+        f'{row.mean_score:.1f}{std} ({row.human_normalized_mean:.3f}) '
+        f'[{row.runs}]')
+  wide = pd.DataFrame([{'game': g, **{a: cells.get(a, '') for a in agents}}
+                       for g, cells in table.items()])
+  return aggregate.markdown_table(wide)
+
+
+def _colors(agents: Sequence[str]) -> Dict[str, tuple]:
+  """One fixed colour per agent, shared by every plot."""
+  cmap = colormaps['tab10' if len(agents) <= 10 else 'tab20']
+  return {a: cmap(i % cmap.N) for i, a in enumerate(agents)}
+
+
+def _save(fig: Figure, path: str) -> None:
+  # Figure (not pyplot) renders PNGs with Agg: no display, no global state.
+  fig.savefig(path, dpi=90, bbox_inches='tight')
+
+
+def _game_grid(num_games: int, width: float = 3.2, height: float = 2.4):
+  ncols = min(4, num_games)
+  nrows = math.ceil(num_games / ncols)
+  fig = Figure(figsize=(width * ncols, height * nrows), layout='constrained')
+  axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+  for ax in axes[num_games:]:
+    ax.set_visible(False)
+  return fig, axes
+
+
+def plot_learning_curves(runs: Sequence[Run], games: Sequence[str],
+                         agents: Sequence[str], paper_means, colors,
+                         path: str) -> None:
+  """Per game: mean over seeds of each agent's curve, band = ± 1 std."""
+  fig, axes = _game_grid(len(games))
+  for ax, game in zip(axes, games):
+    kinds = set()
+    for agent in agents:
+      mine = [r for r in runs if (r.agent, r.game) == (agent, game)]
+      curves = [r for r in mine if r.curve_kind]
+      # Eval returns if every seed prefers them, else train returns for all.
+      kind = 'eval' if all(r.curve_kind == 'eval' for r in curves) else 'train'
+      by_x: Dict[float, List[float]] = {}
+      for r in curves:
+        for x, y in zip(*r.curves.get(kind, ((), ()))):
+          by_x.setdefault(float(x), []).append(float(y))
+      for x in {r.final_steps for r in mine if r.final_steps}:
+        finals = [r.score for r in mine
+                  if r.final_returns and r.final_steps == x]
+        ax.errorbar(x, np.mean(finals), yerr=np.std(finals), fmt='o',
+                    color=colors[agent], ms=4, capsize=2)  # Final evals.
+      if not by_x:
+        continue
+      xs = np.array(sorted(by_x))  # (num_points,)
+      mean = np.array([np.mean(by_x[x]) for x in xs])
+      std = np.array([np.std(by_x[x]) for x in xs])
+      ax.plot(xs, mean, color=colors[agent])
+      kinds.add(kind)
+      ax.fill_between(xs, mean - std, mean + std, color=colors[agent],
+                      alpha=0.2)
+    for name, means in paper_means.items():
+      if game in means:
+        ax.axhline(means[game], color=colors[name], ls='--', lw=1)
+    ax.set_title(game)
+    ax.set_ylabel('/'.join(sorted(kinds)) + ' return', fontsize='small')
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(EngFormatter())  # 20 k, not 20000.
+    if not ax.has_data():
+      ax.text(0.5, 0.5, 'no logged returns', ha='center',
+              transform=ax.transAxes)
+  # One legend for the figure: games differ in which agents they show.
+  handles = [Line2D([], [], color=colors[a], label=a) for a in agents]
+  handles += [Line2D([], [], color=colors[a], ls='--', label=f'{a} (final)')
+              for a in paper_means]
+  fig.legend(handles=handles, loc='outside upper center',
+             ncol=min(4, len(handles)), fontsize='small')
+  fig.supxlabel('env steps; line: mean over seeds ± 1 std of the eval (else '
+                'train) return; dot: final evaluation', fontsize='small')
+  _save(fig, path)
+
+
+def plot_final_scores(per_game_values, games, agents, colors,
+                      path: str) -> None:
+  """Per game: a bar at each agent's mean, a dot per seed."""
+  fig, axes = _game_grid(len(games), width=0.4 * len(agents) + 1.6)
+  jitter = np.random.RandomState(0)  # Fixed: the same picture every time.
+  for ax, game in zip(axes, games):
+    for i, agent in enumerate(agents):
+      values = per_game_values.get(agent, {}).get(game)
+      if not values:
+        continue
+      ax.bar(i, np.mean(values), color=colors[agent], alpha=0.5)
+      ax.scatter(i + jitter.uniform(-0.25, 0.25, len(values)), values,
+                 s=8, color=colors[agent], edgecolors='k', linewidths=0.3)
+    ax.set_xticks([])
+    ax.set_title(game)
+  fig.legend(handles=[Patch(color=colors[a], label=a) for a in agents],
+             loc='outside upper center', ncol=min(4, len(agents)),
+             fontsize='small')
+  fig.supylabel('final score (raw return); bar: mean, dot: one seed')
+  _save(fig, path)
+
+
+def _write_tables(out_dir, per_game, table, poi, agents, reps, seed):
+  """Writes the CSV and markdown tables; returns {name: markdown body}."""
+  per_game.to_csv(os.path.join(out_dir, 'per_game.csv'), index=False)
+  table.to_csv(os.path.join(out_dir, 'aggregates.csv'), index=False)
+  poi.to_csv(os.path.join(out_dir, 'probability_of_improvement.csv'),
+             index=False)
+  bodies = {
+      'per_game': (
+          'Cell: mean raw score ± std across seeds (human-normalised mean) '
+          '[runs]. `paper:` columns are the published scores, shown only '
+          'for the games with user runs.\n\n' +
+          _wide_per_game(per_game, agents)),
+      'aggregates': (
+          f'95% stratified-bootstrap intervals ({reps} samples, seed '
+          f'{seed}); optimality gap: lower is better.\n\n' +
+          aggregate.aggregates_markdown(table)),
+      'probability_of_improvement': (
+          'P(X > Y): the probability that a run of X beats a run of Y on a '
+          'random game (ties count one half), with its 95% interval.\n\n' +
+          aggregate.probability_markdown(poi)),
+  }
+  titles = {'per_game': 'Per-game final scores',
+            'aggregates': 'Aggregate human-normalised scores',
+            'probability_of_improvement': 'Probability of improvement'}
+  for name, body in bodies.items():
+    with open(os.path.join(out_dir, f'{name}.md'), 'w') as f:
+      f.write(f'# {titles[name]}\n\n{body}')
+  return bodies
+
+
+def build_report(roots: Sequence[str], out_dir: str,
+                 published: Sequence[str] = ('RR8_BBF', 'RR2_BBF'),
+                 reps: int = 2000, seed: int = 0,
+                 common_games: bool = False) -> dict:
+  """Reads every run under `roots` and writes the report into `out_dir`.
+
+  Args:
+    roots: results roots laid out `<root>/<agent>/<Game>/<seed>/`.
+    out_dir: created if needed.
+    published: published BBF or peer score names to add as `paper:<name>`.
+    reps: bootstrap samples for every interval.
+    seed: fixes every bootstrap sample.
+    common_games: aggregate over the games all agents share instead of
+      raising when an agent lacks a game.
+
+  Returns:
+    {'per_game', 'aggregates', 'probability_of_improvement'}: DataFrames;
+    'notes': list of str; 'files': paths written.
+
+  Raises:
+    ValueError: a root is not a directory; no usable run; an unknown
+      published name; agents cover different games and not `common_games`.
+  """
+  notes: List[str] = []
+  runs = collect_runs(roots, notes)
+  scored = [r for r in runs if r.final_returns is not None]
+  if not scored:
+    raise ValueError(f'No usable run under {", ".join(roots)}.\n' +
+                     '\n'.join(notes))
+  references = {PAPER_PREFIX + n: scores.reference_agent_scores(n)
+                for n in (p.removeprefix(PAPER_PREFIX) for p in published)}
+  user_agents = sorted({r.agent for r in scored})
+  agents = user_agents + list(references)
+  order = {g: i for i, g in enumerate(scores.ATARI_100K_GAMES)}
+  games = sorted({r.game for r in scored}, key=order.get)
+
+  # agent -> game -> raw final scores, one per run (or published seed).
+  raw: Dict[str, Dict[str, List[float]]] = {}
+  for r in scored:
+    raw.setdefault(r.agent, {}).setdefault(r.game, []).append(r.score)
+  for name, per_game in references.items():
+    raw[name] = {g: per_game[g] for g in games}
+  if references:
+    notes.append(
+        f'Published agents ({", ".join(references)}) are restricted to the '
+        f'{len(games)} games with user runs: {", ".join(games)}.')
+  per_game = pd.DataFrame([
+      _per_game_row(a, g, raw[a][g], 'paper' if a in references else 'runs')
+      for a in agents for g in games if raw[a].get(g)])
+  matrices = aggregate.score_matrices(
+      {a: {g: list(np.atleast_1d(scores.human_normalized(g, v)))
+           for g, v in raw[a].items()} for a in agents},
+      common_games=common_games)
+  notes += matrices.notes
+  table = aggregate.aggregate_table(matrices.scores, reps=reps, seed=seed)
+  poi = aggregate.probability_of_improvement(matrices.scores, reps=reps,
+                                             seed=seed)
+
+  os.makedirs(out_dir, exist_ok=True)
+  out = lambda name: os.path.join(out_dir, name)
+  md = _write_tables(out_dir, per_game, table, poi, agents, reps, seed)
+  colors = _colors(agents)
+  _save(aggregate.plot_intervals(table, colors), out(PLOTS[0]))
+  _save(aggregate.plot_profiles(matrices.scores, colors, reps=reps,
+                                seed=seed), out(PLOTS[1]))
+  paper_means = {a: {g: float(np.mean(v)) for g, v in raw[a].items()}
+                 for a in references}
+  plot_learning_curves(runs, games, user_agents, paper_means, colors,
+                       out(PLOTS[2]))
+  plot_final_scores(raw, games, agents, colors, out(PLOTS[3]))
+
+  sources = [f'| {a} | {g} | {len(rs)} | '
+             f'{", ".join(sorted({r.source for r in rs}))} |'
+             for a in user_agents for g in games
+             if (rs := [r for r in scored if (r.agent, r.game) == (a, g)])]
+  report = '\n'.join([
+      '# Atari 100k comparison report', '',
+      f'Results roots: {", ".join(f"`{r}`" for r in roots)}. '
+      f'Published scores: {", ".join(references) or "none"}.', '',
+      '## Notes', '', *([f'- {n}' for n in notes] or ['- none']), '',
+      '## Runs', '', '| agent | game | runs | final score from |',
+      '|---|---|---|---|', *sources, '',
+      '## Aggregates', '', md['aggregates'],
+      '![aggregate intervals](aggregate_intervals.png)', '',
+      '![performance profiles](performance_profiles.png)', '',
+      '## Probability of improvement', '', md['probability_of_improvement'],
+      '## Per game', '', md['per_game'],
+      '![final scores](final_scores.png)', '',
+      '![learning curves](learning_curves.png)', '',
+      'Tables: [per_game.csv](per_game.csv), [aggregates.csv]'
+      '(aggregates.csv), [probability_of_improvement.csv]'
+      '(probability_of_improvement.csv).', ''])
+  with open(out('report.md'), 'w') as f:
+    f.write(report)
+  files = [out(f'{name}.{ext}') for name in md for ext in ('csv', 'md')]
+  files += [out(p) for p in PLOTS] + [out('report.md')]
+  return {'per_game': per_game, 'aggregates': table,
+          'probability_of_improvement': poi, 'notes': notes, 'files': files}
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so that importing this module next
+  # to other absl programs cannot clash over flag names such as --seed.
+  flags.DEFINE_string('out', None, 'Report directory (created if needed).')
+  flags.DEFINE_list('published', ['RR8_BBF', 'RR2_BBF'],
+                    'Published BBF score files (scores.published_names()) or '
+                    'peers (SPR, DrQ_eps, EfficientZero, IRIS) to compare '
+                    'with, as agents paper:<name>; empty for none.')
+  flags.DEFINE_integer('reps', 2000, 'Bootstrap samples per interval.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap samples.')
+  flags.DEFINE_bool('common_games', False,
+                    'Aggregate over the games every agent has, listing the '
+                    'dropped ones, instead of failing.')
+  flags.mark_flag_as_required('out')
+
+
+def main(argv: Sequence[str]) -> None:
+  if not FLAGS['verbosity'].present:
+    # rliable logs a line per bootstrap; keep the console to the results.
+    logging.set_verbosity(logging.WARNING)
+  roots = argv[1:]
+  if not roots:
+    raise app.UsageError('Give at least one results directory.')
+  try:
+    result = build_report(roots, FLAGS.out, published=FLAGS.published,
+                          reps=FLAGS.reps, seed=FLAGS.seed,
+                          common_games=FLAGS.common_games)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  print(result['aggregates'].to_string(index=False))
+  for note in result['notes']:
+    print('note:', note)
+  print('report:', os.path.join(FLAGS.out, 'report.md'))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
