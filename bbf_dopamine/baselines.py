@@ -32,7 +32,15 @@ losses, replay, augmentation, every `JaxDQNAgent.*` / `JaxFullRainbowAgent.*`
    replay buffer. `begin_episode()` is fine (JaxFullRainbowAgent's, whose
    unbatched network flattens the (1, 84, 84, 4) state).
 
-tests/test_baselines.py shows both defects on Dopamine's unadapted classes;
+3. Dopamine's JAX `ReplayBuffer.save` goes through an orbax
+   `CheckpointManager` cached per directory, which refuses (silently) to
+   save a step at or below the newest step it has seen, even once that
+   step's folder is gone. After a fallback from a damaged checkpoint N the
+   runner deletes N's files and, when the run reaches N again, would write a
+   new ckpt.N without any replay buffer. `sync_replay_checkpoints` makes the
+   manager re-read the directory; the runner calls it after deleting files.
+
+tests/test_baselines.py shows these defects on Dopamine's unadapted classes;
 those tests fail once Dopamine fixes them, which is the signal to drop the
 corresponding fix here.
 """
@@ -82,6 +90,14 @@ class Atari100kRainbowAgent(_KeepsReplayScheme,
 # Agent name (as written in gin) -> agent class. Dopamine's own create_agent
 # builds its names ('jax_dqn', 'full_rainbow', ...) unchanged.
 AGENTS = {
-    'jax_full_rainbow': full_rainbow_agent.JaxFullRainbowAgent,
-    'atari_100k_rainbow': atari_100k_rainbow_agent.Atari100kRainbowAgent,
+    'jax_full_rainbow': JaxFullRainbowAgent,
+    'atari_100k_rainbow': Atari100kRainbowAgent,
 }
+
+
+def sync_replay_checkpoints(agent, checkpoint_dir):
+  """Makes a Dopamine JAX replay buffer forget deleted checkpoints (fix 3)."""
+  replay = getattr(agent, '_replay', None)
+  make_manager = getattr(replay, '_make_checkpoint_manager', None)
+  if make_manager is not None:
+    make_manager(checkpoint_dir).reload()

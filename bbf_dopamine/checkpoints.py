@@ -86,13 +86,46 @@ def save(directory, number, data, keep=2):
     remove(directory, stale)
 
 
+def _number_of(name):
+  """Checkpoint number in a file name (`ckpt.N`, `x.N.npz`) or folder `N`.
+
+  Dopamine's JAX replay buffers save through orbax into a folder named by
+  the bare number.
+  """
+  if name.isdigit():
+    return int(name)
+  match = (re.match(r'(\d+)\.', name) or  # orbax's `N.orbax-checkpoint-tmp-*`
+           re.search(r'\.(\d+)(\.|$)', name))
+  return int(match.group(1)) if match else None
+
+
+def _delete(directory, name):
+  path = os.path.join(directory, name)
+  if os.path.isdir(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
+
+
 def remove(directory, number):
   """Deletes every file of checkpoint `number` (sentinel first)."""
   os.remove(_path(directory, SENTINEL_PREFIX, number))
-  suffix = re.compile(rf'\.{number}($|\.)')
   for name in os.listdir(directory):
-    if suffix.search(name):
-      os.remove(os.path.join(directory, name))
+    if _number_of(name) == number:
+      _delete(directory, name)
+
+
+def clear_from(directory, number):
+  """Deletes every checkpoint file numbered `number` or later.
+
+  Called before writing checkpoint `number`: after a fallback from a damaged
+  newer checkpoint its files are stale, and some writers (orbax) refuse to
+  overwrite a step that exists, which would pair new state with old replay.
+  """
+  for name in sorted(os.listdir(directory)):
+    found = _number_of(name)
+    if found is not None and found >= number:
+      _delete(directory, name)
 
 
 def remove_incomplete(directory):
@@ -104,12 +137,11 @@ def remove_incomplete(directory):
   if not os.path.isdir(directory):
     return []
   complete = set(complete_numbers(directory))
-  number = re.compile(r'\.(\d+)(\.|$)')
   removed = []
   for name in sorted(os.listdir(directory)):
-    match = number.search(name)
-    if match and int(match.group(1)) not in complete:
-      os.remove(os.path.join(directory, name))
+    number = _number_of(name)
+    if number is not None and number not in complete:
+      _delete(directory, name)
       removed.append(name)
   if removed:
     logging.warning('Removed files of incomplete checkpoints: %s',

@@ -46,6 +46,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from bbf_dopamine import baselines
 from bbf_dopamine import checkpoints
 from bbf_dopamine import evaluation
 from bbf_dopamine import scores
@@ -308,6 +309,8 @@ class Atari100kRunner(run_experiment.Runner):
       if environment is None:
         return False  # Retried at the next episode boundary.
     number = self._total_steps
+    checkpoints.clear_from(self._checkpoint_dir, number)
+    baselines.sync_replay_checkpoints(self._agent, self._checkpoint_dir)
     data = self._agent.bundle_and_checkpoint(self._checkpoint_dir, number)
     if not data:
       raise RuntimeError(f'{type(self._agent).__name__} returned no '

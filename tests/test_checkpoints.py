@@ -97,11 +97,17 @@ def test_remove_incomplete_keeps_complete_checkpoints(tmp_path):
   _save(tmp_path, 7)
   for name in ('bbf_replay_ckpt.9.npz', 'ckpt.9.tmp', 'notes.txt'):
     (tmp_path / name).write_bytes(b'x')
+  # Dopamine's JAX replay buffers write orbax folders named by the number.
+  for name in ('7', '9', '9.orbax-checkpoint-tmp-3'):
+    (tmp_path / name / 'replay').mkdir(parents=True)
   assert checkpoints.remove_incomplete(str(tmp_path)) == [
-      'bbf_replay_ckpt.9.npz', 'ckpt.9.tmp']
+      '9', '9.orbax-checkpoint-tmp-3', 'bbf_replay_ckpt.9.npz', 'ckpt.9.tmp']
   assert sorted(os.listdir(tmp_path)) == [
-      'bbf_replay_ckpt.7.npz', 'ckpt.7', 'notes.txt',
+      '7', 'bbf_replay_ckpt.7.npz', 'ckpt.7', 'notes.txt',
       'sentinel_checkpoint_complete.7']
+  # Before rewriting checkpoint 7 (after a fallback), all of it goes.
+  checkpoints.clear_from(str(tmp_path), 7)
+  assert sorted(os.listdir(tmp_path)) == ['notes.txt']
 
 
 def test_disk_full_during_write_names_the_problem(tmp_path, monkeypatch):
