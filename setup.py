@@ -43,6 +43,9 @@ setuptools.setup(
         'ale-py>=0.9',
         'gymnasium>=1.0',
         'opencv-python',
+        # MinAtar (Young and Tian, 2019): the CPU-scale testbed
+        # (bbf_dopamine/minatar_env.py, gin_configs/minatar/).
+        'minatar>=1.0.15',
         # Aggregate metrics and plots of the comparison report
         # (bbf_dopamine/analyze.py).
         'rliable==1.2.0',
@@ -56,6 +59,9 @@ setuptools.setup(
                                    'data/peers/*.json']},
     include_package_data=True,
     extras_require={
-        'test': ['pytest>=8'],
+        # Ray: tests/test_sweep.py runs a sweep on a local Ray instance.
+        'test': ['pytest>=8', 'ray[default]>=2.9'],
+        # `python -m bbf_dopamine.sweep --ray ...` (local sweeps need nothing).
+        'sweep': ['ray[default]>=2.9'],
     },
 )

@@ -50,7 +50,7 @@ class _BatchedPolicy(object):
 
   def __init__(self, agent, num_envs):
     self._agent = agent
-    stack = np.asarray(agent.state).shape  # (h, w, S)
+    stack = np.asarray(agent.state).shape  # (h, w[, C], S)
     self._states = np.zeros((num_envs,) + stack, np.uint8)  # (E, h, w, S)
 
   def act(self, env_ids, observations, begins):
@@ -59,7 +59,7 @@ class _BatchedPolicy(object):
         self._states[i] = 0
       self._states[i] = np.roll(self._states[i], -1, axis=-1)
       self._states[i, ..., -1] = np.reshape(observation,
-                                            self._states.shape[1:3])
+                                            self._states.shape[1:-1])
     # Always all E stacks, so the jitted function sees one shape.
     actions = np.asarray(self._agent.eval_actions(self._states))  # (E,)
     return [int(actions[i]) for i in env_ids]

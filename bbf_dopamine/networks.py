@@ -118,7 +118,8 @@ class ImpalaCNN(nn.Module):
   """Impala CNN (Espeholt et al., 2018) with BBF's width scaling.
 
   84x84 -> 42 -> 21 -> 11 through three stride-2 max-pools; at width_scale 4
-  the output is 11x11x128 = 15,488 features.
+  the output is 11x11x128 = 15,488 features. For MinAtar's 10x10 frames the
+  gin files use two stages (`stage_channels = (16, 32)`): 10 -> 5 -> 3.
   """
 
   width_scale: float = 1.0
@@ -288,7 +289,13 @@ class BBFNetwork(nn.Module):
                                self.noisy, self.dtype)
 
   def encode(self, x):
-    """(batch, 84, 84, stack) float in [0, 1] -> (batch, h, w, c) latent."""
+    """(batch, 84, 84, stack) float in [0, 1] -> (batch, h, w, c) latent.
+
+    Multi-channel frames (MinAtar: (batch, 10, 10, C, stack)) are stacked
+    along the channel axis: (batch, 10, 10, C * stack).
+    """
+    if x.ndim == 5:
+      x = x.reshape(x.shape[:3] + (-1,))
     latent = self.encoder(x.astype(self.dtype))
     return renormalize(latent) if self.renormalize else latent
 

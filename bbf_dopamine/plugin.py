@@ -62,9 +62,14 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
     if not debug_mode and _bound('create_agent.debug_mode') is not True:
       summary_writer = None  # Dopamine's convention: summaries need debug_mode.
     runner_lib.enable_eager_tensorflow()
+    kwargs = {}
+    if hasattr(environment, 'observation_shape'):
+      # MinAtar: (10, 10, C), C depends on the game, so it comes from the
+      # environment instead of a per-game gin binding.
+      kwargs['observation_shape'] = environment.observation_shape
     agent = AGENTS[name.lower()](
         num_actions=environment.action_space.n,
-        summary_writer=summary_writer)
+        summary_writer=summary_writer, **kwargs)
     seed = getattr(agent, 'seed', getattr(agent, '_seed', None))
     if seed is not None:
       seed_environment(environment, seed)
@@ -81,24 +86,7 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
   return _dopamine_create_agent(sess, environment, **kwargs)
 
 
-def seed_environment(environment, seed):
-  """Seeds the game's RNG (sticky actions) with the agent's seed.
-
-  Dopamine's `create_atari_environment` never seeds the ALE, so runs with
-  sticky actions differ from one launch to the next whatever the agent's
-  seed. Seeding the wrapped Gymnasium environment once makes every later
-  `reset()` (Dopamine's AtariPreprocessing calls it without a seed) continue
-  a reproducible stream. Environments without a Gymnasium `reset(seed=...)`
-  are left alone.
-  """
-  inner = getattr(environment, 'environment', environment)
-  try:
-    inner.reset(seed=int(seed))
-  except TypeError:
-    return False
-  return True
-
-
+seed_environment = runner_lib.seed_environment
 save_config = runner_lib.save_config
 
 create_agent._bbf_original = _dopamine_create_agent  # pylint: disable=protected-access

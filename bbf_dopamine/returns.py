@@ -91,20 +91,22 @@ def frame_stacks(frames, episode_ends, positions, stack_size):
   the stack, also after a life loss.
 
   Args:
-    frames: (S-1+H+1, h, w) uint8 window; index i is slot t-(S-1)+i.
+    frames: (S-1+H+1, h, w) or (S-1+H+1, h, w, C) uint8 window; index i is
+      slot t-(S-1)+i.
     episode_ends: (S-1+H+1,) e flags of the same slots.
     positions: (P,) int offsets p (state s_{t+p}); may be traced.
     stack_size: static S.
 
   Returns:
-    (P, h, w, S) uint8 stacks, oldest frame first (Dopamine's layout).
+    (P, h, w, S) (or (P, h, w, C, S)) uint8 stacks, oldest frame first
+    (Dopamine's layout).
   """
   idx = positions[:, None] + jnp.arange(stack_size)[None, :]  # (P, S)
-  stacked = frames[idx]  # (P, S, h, w)
+  stacked = frames[idx]  # (P, S, h, w[, C])
   not_end = 1 - episode_ends[idx][:, :-1].astype(jnp.uint8)  # (P, S-1)
   # valid[:, j] = prod_{m=j}^{S-2} (1 - e): reversed cumulative product.
   valid = jnp.cumprod(not_end[:, ::-1], axis=1)[:, ::-1]
   valid = jnp.concatenate(
       [valid, jnp.ones((valid.shape[0], 1), valid.dtype)], axis=1)
-  stacked = stacked * valid[:, :, None, None]
+  stacked = stacked * valid.reshape(valid.shape + (1,) * (frames.ndim - 1))
   return jnp.moveaxis(stacked, 1, -1)

@@ -82,6 +82,30 @@ def enable_eager_tensorflow():
     tf.compat.v1.enable_v2_behavior()
 
 
+def seed_environment(environment, seed):
+  """Seeds the game's RNG (sticky actions, spawns) with the agent's seed.
+
+  Dopamine's `create_atari_environment` never seeds the ALE, so runs with
+  sticky actions differ from one launch to the next whatever the agent's
+  seed. Seeding the wrapped Gymnasium environment once makes every later
+  `reset()` (Dopamine's AtariPreprocessing calls it without a seed) continue
+  a reproducible stream. Environments with a `seed(seed)` method (our MinAtar
+  wrapper) are seeded through it; others are left alone.
+
+  Returns:
+    Whether the environment was seeded.
+  """
+  if callable(getattr(environment, 'seed', None)):
+    environment.seed(int(seed))
+    return True
+  inner = getattr(environment, 'environment', environment)
+  try:
+    inner.reset(seed=int(seed))
+  except TypeError:
+    return False
+  return True
+
+
 def _write_json(path, value):
   with open(path + '.tmp', 'w') as f:
     json.dump(value, f, indent=1)
@@ -89,17 +113,21 @@ def _write_json(path, value):
 
 
 def _game_name():
-  """The Atari game bound in gin, or None (e.g. another environment)."""
-  for key in ('atari_lib.create_atari_environment.game_name',
-              'create_atari_environment.game_name'):
+  """(game bound in gin, domain 'atari' or 'minatar'), or (None, None)."""
+  for key, domain in (
+      ('atari_lib.create_atari_environment.game_name', 'atari'),
+      ('create_atari_environment.game_name', 'atari'),
+      ('create_minatar_environment.game_name', 'minatar')):
     try:
-      return gin.query_parameter(key)
+      return gin.query_parameter(key), domain
     except ValueError:
       continue
-  return None
+  return None, None
 
 
-def _normalized(game, value):
+def _normalized(game, value, domain='atari'):
+  if domain != 'atari' or value is None:
+    return None  # Human scores exist for Atari only.
   try:
     return float(scores.human_normalized(game, value))
   except (ValueError, TypeError, KeyError):
@@ -196,7 +224,7 @@ class Atari100kRunner(run_experiment.Runner):
     self._log_every_steps = log_every_steps
     self._create_environment_fn = create_environment_fn
     self._eval_envs = []
-    self._game = _game_name()
+    self._game, self._domain = _game_name()
     # Runner state; everything here is in every checkpoint.
     self._iteration = 0
     self._steps_in_iteration = 0
@@ -234,6 +262,9 @@ class Atari100kRunner(run_experiment.Runner):
     """Replaces Dopamine's silent-restart resume (see checkpoints.py)."""
     del checkpoint_file_prefix  # Dopamine's names are kept: ckpt.N.
     os.makedirs(self._checkpoint_dir, exist_ok=True)
+    # Seeded before any restore (Dopamine's own agents too; BBF: again).
+    if self._seed is not None:
+      seed_environment(self._environment, self._seed)
     self._noop_rng = np.random.default_rng([self._seed or 0, 0])
     checkpoints.remove_incomplete(self._checkpoint_dir)
     restored = checkpoints.load_newest(self._checkpoint_dir, self._restore)
@@ -394,17 +425,15 @@ class Atari100kRunner(run_experiment.Runner):
 
   def _evaluate(self, num_episodes):
     while len(self._eval_envs) < min(self._num_eval_envs, num_episodes):
-      env = self._create_environment_fn()
-      seed = self._seed or 0
-      inner = getattr(env, 'environment', env)
-      try:  # Seeds the ALE (sticky actions) of each evaluation environment.
-        inner.reset(seed=int(np.random.SeedSequence(
-            [seed, 1, len(self._eval_envs)]).generate_state(1)[0]))
-      except TypeError:
-        pass
-      self._eval_envs.append(env)
-    # Its own no-op stream per iteration: evaluation never shifts training.
-    rng = np.random.default_rng([self._seed or 0, 1, self._iteration])
+      self._eval_envs.append(self._create_environment_fn())
+    # Reseeded at every evaluation from (seed, iteration, env): an
+    # evaluation never depends on earlier ones, so a resumed run evaluates
+    # exactly like one that ran straight through.
+    seed = self._seed or 0
+    for i, env in enumerate(self._eval_envs):
+      seed_environment(env, np.random.SeedSequence(
+          [seed, 1, self._iteration, i]).generate_state(1)[0])
+    rng = np.random.default_rng([seed, 1, self._iteration])  # no-ops
     return evaluation.evaluate(self._agent, self._eval_envs, num_episodes,
                                rng, self._max_noops,
                                self._max_steps_per_episode)
@@ -449,12 +478,14 @@ class Atari100kRunner(run_experiment.Runner):
     self._write_scalars([
         ('Train/NumEpisodes', len(train_returns)),
         ('Train/AverageReturns', train_mean),
-        ('Train/HumanNormalizedReturns', _normalized(self._game, train_mean)),
+        ('Train/HumanNormalizedReturns', _normalized(self._game, train_mean,
+                                                     self._domain)),
         ('Train/AverageStepsPerSecond', steps_per_second),
         ('Train/AgentSteps', self._total_steps),
         ('Eval/NumEpisodes', len(eval_returns)),
         ('Eval/AverageReturns', eval_mean),
-        ('Eval/HumanNormalizedReturns', _normalized(self._game, eval_mean)),
+        ('Eval/HumanNormalizedReturns', _normalized(self._game, eval_mean,
+                                                    self._domain)),
     ], iteration)
     self._write_scalars([('Eval/EpisodeReturns', r) for r in eval_returns],
                         self._total_steps)
@@ -469,7 +500,9 @@ class Atari100kRunner(run_experiment.Runner):
         'seed': self._seed, 'env_steps': self._total_steps,
         'num_episodes': len(returns), 'returns': [float(r) for r in returns],
         'mean_return': mean,
-        'human_normalized_mean': _normalized(self._game, mean)})
+        'domain': self._domain,
+        'human_normalized_mean': _normalized(self._game, mean,
+                                             self._domain)})
 
   def _write_run_info(self):
     path = os.path.join(self._base_dir, RUN_INFO_FILE)
