@@ -44,85 +44,25 @@ from dopamine.metrics import statistics_instance
 import gin
 import jax
 import numpy as np
-import tensorflow as tf
 
 from bbf_dopamine import baselines
 from bbf_dopamine import checkpoints
 from bbf_dopamine import evaluation
+from bbf_dopamine import run_setup
 from bbf_dopamine import scores
 
-CONFIG_FILE = 'config.gin'
+CONFIG_FILE = run_setup.CONFIG_FILE
 RUN_INFO_FILE = 'run_info.json'
 FINAL_EVAL_FILE = 'final_eval.json'
 _MOVED_ASIDE = ('checkpoints', 'logs', 'metrics', RUN_INFO_FILE,
                 FINAL_EVAL_FILE)
-
-
-def save_config(base_dir):
-  """Writes every gin binding of this run to base_dir/config.gin.
-
-  Written before training starts, so a run can always be reproduced from its
-  own directory; a resumed run overwrites it with the (same) bindings.
-  """
-  os.makedirs(base_dir, exist_ok=True)
-  path = os.path.join(base_dir, CONFIG_FILE)
-  with open(path + '.tmp', 'w') as f:
-    f.write(gin.config_str())
-  os.replace(path + '.tmp', path)
-
-
-def enable_eager_tensorflow():
-  """Undoes the train binary's tf.compat.v1.disable_v2_behavior().
-
-  In graph mode the TF2 summary writers of the Runner's TensorboardCollector
-  (and of Dopamine's JAX agents) only build ops that no session runs, so
-  metrics/tensorboard stays empty. JAX agents need no graph mode.
-  """
-  if not tf.executing_eagerly():
-    tf.compat.v1.enable_v2_behavior()
-
-
-def seed_environment(environment, seed):
-  """Seeds the game's RNG (sticky actions, spawns) with the agent's seed.
-
-  Dopamine's `create_atari_environment` never seeds the ALE, so runs with
-  sticky actions differ from one launch to the next whatever the agent's
-  seed. Seeding the wrapped Gymnasium environment once makes every later
-  `reset()` (Dopamine's AtariPreprocessing calls it without a seed) continue
-  a reproducible stream. Environments with a `seed(seed)` method (our MinAtar
-  wrapper) are seeded through it; others are left alone.
-
-  Returns:
-    Whether the environment was seeded.
-  """
-  if callable(getattr(environment, 'seed', None)):
-    environment.seed(int(seed))
-    return True
-  inner = getattr(environment, 'environment', environment)
-  try:
-    inner.reset(seed=int(seed))
-  except TypeError:
-    return False
-  return True
-
-
-def _write_json(path, value):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + '.tmp', path)
-
-
-def _game_name():
-  """(game bound in gin, domain 'atari' or 'minatar'), or (None, None)."""
-  for key, domain in (
-      ('atari_lib.create_atari_environment.game_name', 'atari'),
-      ('create_atari_environment.game_name', 'atari'),
-      ('create_minatar_environment.game_name', 'minatar')):
-    try:
-      return gin.query_parameter(key), domain
-    except ValueError:
-      continue
-  return None, None
+# Re-exported: the plugin and the tools use them through this module too.
+save_config = run_setup.save_config
+seed_environment = run_setup.seed_environment
+enable_eager_tensorflow = run_setup.enable_eager_tensorflow
+_write_json = run_setup.write_json
+_game_name = run_setup.game_name
+versions = run_setup.versions
 
 
 def _normalized(game, value, domain='atari'):
@@ -132,21 +72,6 @@ def _normalized(game, value, domain='atari'):
     return float(scores.human_normalized(game, value))
   except (ValueError, TypeError, KeyError):
     return None  # Not one of the 26 Atari 100k games.
-
-
-def versions():
-  """Versions of the packages that determine a run's numbers."""
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-  names = ('bbf-dopamine', 'dopamine-rl', 'jax', 'jaxlib', 'flax', 'optax',
-           'numpy', 'tensorflow', 'ale-py', 'gymnasium', 'gin-config')
-  found = {}
-  for name in names:
-    try:
-      found[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-      found[name] = None
-  found['python'] = platform.python_version()
-  return found
 
 
 @gin.configurable
