@@ -11,6 +11,7 @@ build ours, every other name goes to Dopamine's original function unchanged.
 No Dopamine file is edited.
 """
 
+import inspect
 import os
 
 import gin
@@ -62,14 +63,15 @@ def create_agent(sess, environment, agent_name=None, summary_writer=None,
     if not debug_mode and _bound('create_agent.debug_mode') is not True:
       summary_writer = None  # Dopamine's convention: summaries need debug_mode.
     runner_lib.enable_eager_tensorflow()
+    agent_class = AGENTS[name.lower()]
     kwargs = {}
-    if hasattr(environment, 'observation_shape'):
+    if (hasattr(environment, 'observation_shape') and 'observation_shape' in
+        inspect.signature(agent_class.__init__).parameters):
       # MinAtar: (10, 10, C), C depends on the game, so it comes from the
       # environment instead of a per-game gin binding.
       kwargs['observation_shape'] = environment.observation_shape
-    agent = AGENTS[name.lower()](
-        num_actions=environment.action_space.n,
-        summary_writer=summary_writer, **kwargs)
+    agent = agent_class(num_actions=environment.action_space.n,
+                        summary_writer=summary_writer, **kwargs)
     seed = getattr(agent, 'seed', getattr(agent, '_seed', None))
     if seed is not None:
       seed_environment(environment, seed)
