@@ -31,6 +31,7 @@ import tensorflow as tf
 from bbf_dopamine import learner
 from bbf_dopamine import networks
 from bbf_dopamine import optimizers
+from bbf_dopamine import plasticity
 from bbf_dopamine import replay as replay_lib
 from bbf_dopamine import resets
 from bbf_dopamine import schedules
@@ -99,6 +100,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                encoder_learning_rate=1e-4,
                half_precision=False,
                log_every=100,
+               diagnostics_every=1000,
+               diagnostics_batch_size=256,
                # Compatibility with the official code's defects (see README).
                legacy_nstep=False,
                legacy_spr_mask=False,
@@ -237,6 +240,11 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self._observation = None
     self._last_observation = None
     self.action = None
+    # Plasticity diagnostics every `diagnostics_every` gradient steps (0: off)
+    # and around every reset; see plasticity.py.
+    self._plasticity = plasticity.PlasticityMonitor(
+        self.network_def, self._config.support, stack_size, diagnostics_every,
+        diagnostics_batch_size, self._seed)
     logging.info('Created BBFAgent: %d parameters, %d gradient steps per '
                  'agent step, replay horizon %d, seed %d.',
                  networks.count_parameters(params), num_updates, horizon,
@@ -385,10 +393,21 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         self.gradient_steps += self.batches_to_group
         if self.gradient_steps // self.log_every > previous // self.log_every:
           self._log(metrics, n, gamma)
+        if self._plasticity.due(previous, self.gradient_steps):
+          self._measure_plasticity()
     self.training_steps += 1
     if schedules.is_reset_step(self.training_steps, self.reset_every,
                                self.no_resets_after):
+      reset = self._plasticity.every > 0 and self.gradient_steps > 0
+      if reset:
+        self._measure_plasticity()
       self.reset_networks()
+      if reset:
+        self._measure_plasticity({'Plasticity/Reset': 1.0})
+
+  def _measure_plasticity(self, extra=None):
+    values = self._plasticity.measure(self._state.online_params, self._replay)
+    self._write_scalars(dict(values, **(extra or {})), self.gradient_steps)
 
   def _check_finite(self, metrics, indices, batch, n, gamma):
     """Stops the run at the first non-finite loss, gradient or parameter.
@@ -420,14 +439,18 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     values = {k: float(np.mean(v)) for k, v in metrics.items()
               if not k.startswith('Finite')}
     values.update(UpdateHorizon=n, Gamma=gamma, NumResets=self.num_resets)
-    step = self.gradient_steps
+    # Plasticity/GradNorm/* keep their group; the rest are Agent/*.
+    self._write_scalars({k if k.startswith('Plasticity/') else 'Agent/' + k: v
+                         for k, v in values.items()}, self.gradient_steps)
+
+  def _write_scalars(self, values, step):
     if self.summary_writer is not None:
       with self.summary_writer.as_default():
         for name, value in values.items():
-          tf.summary.scalar('Agent/' + name, value, step=step)
+          tf.summary.scalar(name, value, step=step)
     if hasattr(self, 'collector_dispatcher'):
       self.collector_dispatcher.write(
-          [statistics_instance.StatisticsInstance('Agent/' + k, v, step)
+          [statistics_instance.StatisticsInstance(k, v, step)
            for k, v in values.items()],
           collector_allowlist=self._collector_allowlist)
 
@@ -481,6 +504,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
         'state': self.state.copy(),
         'ale_state': (pickle.dumps(ale.cloneState(include_rng=True))
                       if ale is not None else None),
+        'plasticity': self._plasticity.bundle(),
     }
 
   def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
@@ -508,6 +532,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                  'num_resets'):
       setattr(self, name, bundle_dictionary[name])
     self.state = bundle_dictionary['state']
+    if 'plasticity' in bundle_dictionary:
+      self._plasticity.unbundle(bundle_dictionary['plasticity'])
     ale = self._ale()
     if bundle_dictionary.get('ale_state') is not None and ale is not None:
       ale.restoreState(pickle.loads(bundle_dictionary['ale_state']))

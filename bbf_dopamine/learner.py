@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from bbf_dopamine import augmentation
+from bbf_dopamine import diagnostics
 from bbf_dopamine import losses
 from bbf_dopamine import returns
 
@@ -186,6 +187,9 @@ def _minibatch_step(config, n, gamma, state, mb):
       'FiniteGradients': all_finite(grads),
       'FiniteParameters': all_finite(online),
   }
+  # Plasticity/GradNorm/<module>: a few ms, logged with the losses.
+  metrics.update(diagnostics.tagged('GradNorm',
+                                    diagnostics.gradient_norms(grads)))
   priorities = jnp.sqrt(dqn_loss + 1e-10)
   return TrainState(online, target, opt_state, rng), (metrics, priorities)
 

@@ -36,7 +36,10 @@ TINY = ['BBFNetwork.hidden_dim = 32', 'BBFNetwork.width_scale = 0.5',
         'BBFAgent.min_replay_history = 100', 'BBFAgent.replay_capacity = 1000',
         'BBFAgent.log_every = 10', 'Atari100kRunner.num_eval_episodes = 2',
         'Atari100kRunner.intermediate_eval_episodes = 0',
-        'Atari100kRunner.max_steps_per_episode = 100']
+        'Atari100kRunner.max_steps_per_episode = 100',
+        # Plasticity diagnostics every 50 gradient steps on 32 probe states.
+        'BBFAgent.diagnostics_every = 50',
+        'BBFAgent.diagnostics_batch_size = 32']
 
 
 def _play(env, seed, steps=300):
@@ -95,8 +98,14 @@ def test_bbf_trains_through_the_train_binary(tmp_path):
   assert bundle['state'].shape == (10, 10, 4, 1)  # (h, w, C, stack)
   # Gradient steps from agent step 101 on, 2 per agent step.
   assert bundle['gradient_steps'] >= 2 * (300 - 101)
-  for tag in ('Agent/Loss', 'Agent/SPRLoss', 'Eval/AverageReturns'):
-    assert tag in tensorboard_tags(str(tmp_path))
+  tags = tensorboard_tags(str(tmp_path))
+  for tag in ('Agent/Loss', 'Agent/SPRLoss', 'Eval/AverageReturns',
+              'Plasticity/DormantFraction/all', 'Plasticity/SRank/penultimate',
+              'Plasticity/PolicyChurn', 'Plasticity/ParamNorm/encoder',
+              'Plasticity/GradNorm/encoder', 'Plasticity/QMean'):
+    assert tag in tags, (tag, sorted(tags))
+  # The probe batch is kept in the checkpoint (for churn after a resume).
+  assert bundle['plasticity']['probe_states'].shape == (32, 10, 10, 4, 1)
 
 
 @pytest.fixture
