@@ -269,25 +269,36 @@ def test_header_cites_sources_and_usage(name):
   assert re.search(r'^import bbf_dopamine\.plugin$', text, re.M)
 
 
-@pytest.mark.parametrize('name', BASELINE_FILES)
-def test_runs_through_the_atari_100k_runner(name, tmp_path):
-  bindings = file_bindings(BASELINE_DIR / name)
+def run_and_check(path, tmp_path, extra, training_steps, agent_classes):
+  """Runs a baseline gin file cheaply; checks what every such file must do.
+
+  The file binds an agent name that builds exactly its class, a seed that
+  reaches agent and runner, training changes the parameters, prioritized
+  replay really prioritizes, final_eval.json is written, and every binding
+  is used.
+
+  Returns:
+    (agent, final_eval dict) for the caller's own checks.
+  """
+  name = path.name
+  bindings = file_bindings(path)
   written = set(bindings)
   bound = {(sel.rsplit('.', 1)[-1], param): value
            for (_, sel, param), value in bindings.items()}
   assert ('',) + AGENT_NAME in written, f'{name} binds no agent_name'
 
-  runner = build_runner(name, tmp_path, CHEAP)
+  gin.parse_config_files_and_bindings([str(path)], list(extra))
+  runner = run_experiment.create_runner(str(tmp_path))
   agent = runner._agent  # pylint: disable=protected-access
   assert isinstance(runner, runner_lib.Atari100kRunner)
   # agent_name was used: it built exactly the class it names.
-  assert type(agent) is AGENT_CLASSES[bound_agent_name()]  # pylint: disable=unidiomatic-typecheck
+  assert type(agent) is agent_classes[bound_agent_name()]  # pylint: disable=unidiomatic-typecheck
   assert agent._seed is not None and runner._seed == agent._seed  # pylint: disable=protected-access
   params_before = leaves(agent.online_params)
 
   runner.run_experiment()
 
-  assert agent.training_steps >= TRAINING_STEPS
+  assert agent.training_steps >= training_steps
   changed = [not np.array_equal(a, b)
              for a, b in zip(params_before, leaves(agent.online_params))]
   assert any(changed), f'{name}: no gradient update happened'
@@ -295,8 +306,7 @@ def test_runs_through_the_atari_100k_runner(name, tmp_path):
   with open(tmp_path / runner_lib.FINAL_EVAL_FILE) as f:
     final = json.load(f)
   assert final['agent'] == type(agent).__name__
-  assert final['game'] == 'Pong'
-  assert final['env_steps'] == TRAINING_STEPS
+  assert final['env_steps'] == training_steps
   assert final['num_episodes'] == len(final['returns']) == 1
   assert final['seed'] == agent._seed  # pylint: disable=protected-access
   if bound.get(('JaxFullRainbowAgent', 'replay_scheme')) == 'prioritized':
@@ -308,6 +318,14 @@ def test_runs_through_the_atari_100k_runner(name, tmp_path):
   # agent_name is checked above; test_gin_configs counts it only for BBF.
   assert unused_bindings(written - {('',) + AGENT_NAME}, runner) == set(), (
       f'{name}: bindings that no configurable used')
+  return agent, final
+
+
+@pytest.mark.parametrize('name', BASELINE_FILES)
+def test_runs_through_the_atari_100k_runner(name, tmp_path):
+  _, final = run_and_check(BASELINE_DIR / name, tmp_path, CHEAP,
+                           TRAINING_STEPS, AGENT_CLASSES)
+  assert final['game'] == 'Pong' and final['domain'] == 'atari'
 
 
 @pytest.mark.parametrize('name', sorted(FACTS))

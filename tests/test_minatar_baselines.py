@@ -21,7 +21,6 @@ signal to drop the corresponding fix.
 """
 
 import inspect
-import json
 import pathlib
 import re
 
@@ -37,12 +36,11 @@ import pytest
 from bbf_dopamine import baselines
 from bbf_dopamine import minatar_env
 from bbf_dopamine import plugin
-from bbf_dopamine import runner as runner_lib
 from test_baselines import agent_facts
 from test_baselines import leaves
+from test_baselines import run_and_check
 from test_gin_configs import AGENT_NAME
 from test_gin_configs import file_bindings
-from test_gin_configs import unused_bindings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MINATAR_DIR = ROOT / 'gin_configs' / 'minatar'
@@ -219,45 +217,10 @@ def test_header_cites_sources_and_usage(name):
 
 @pytest.mark.parametrize('name', BASELINE_FILES)
 def test_runs_through_the_atari_100k_runner(name, tmp_path):
-  bindings = file_bindings(MINATAR_DIR / name)
-  written = set(bindings)
-  bound = {(sel.rsplit('.', 1)[-1], param): value
-           for (_, sel, param), value in bindings.items()}
-  assert ('',) + AGENT_NAME in written, f'{name} binds no agent_name'
-
-  runner = build_runner(name, tmp_path, CHEAP)
-  agent = runner._agent  # pylint: disable=protected-access
-  assert isinstance(runner, runner_lib.Atari100kRunner)
-  # agent_name was used: it built exactly the class it names.
-  agent_name = gin.query_parameter('create_agent.agent_name')
-  assert type(agent) is plugin.AGENTS[agent_name]  # pylint: disable=unidiomatic-typecheck
-  assert agent._seed is not None and runner._seed == agent._seed  # pylint: disable=protected-access
-  params_before = leaves(agent.online_params)
-
-  runner.run_experiment()
-
-  assert agent.training_steps >= TRAINING_STEPS
-  changed = [not np.array_equal(a, b)
-             for a, b in zip(params_before, leaves(agent.online_params))]
-  assert any(changed), f'{name}: no gradient update happened'
-  assert not agent.eval_mode
-  with open(tmp_path / runner_lib.FINAL_EVAL_FILE) as f:
-    final = json.load(f)
-  assert final['agent'] == type(agent).__name__
+  _, final = run_and_check(MINATAR_DIR / name, tmp_path, CHEAP,
+                           TRAINING_STEPS, plugin.AGENTS)
   assert final['domain'] == 'minatar' and final['game'] == 'breakout'
   assert final['human_normalized_mean'] is None
-  assert final['env_steps'] == TRAINING_STEPS
-  assert final['num_episodes'] == len(final['returns']) == 1
-  assert final['seed'] == agent._seed  # pylint: disable=protected-access
-  if bound.get(('JaxFullRainbowAgent', 'replay_scheme')) == 'prioritized':
-    # Trained-on transitions got their loss as priority; new ones the max.
-    sampler = agent._replay._sampling_distribution  # pylint: disable=protected-access
-    priorities = sampler._sum_tree.get(np.arange(sampler.size))  # pylint: disable=protected-access
-    assert len(np.unique(priorities)) > 1, f'{name}: replay is not prioritized'
-
-  # agent_name is checked above; test_gin_configs counts it only for BBF.
-  assert unused_bindings(written - {('',) + AGENT_NAME}, runner) == set(), (
-      f'{name}: bindings that no configurable used')
 
 
 @pytest.mark.parametrize('name', BASELINE_FILES)
