@@ -240,6 +240,7 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self._observation = None
     self._last_observation = None
     self.action = None
+    self._q_taken = 0.0  # Q(s, a) of the last action chosen
     # Plasticity diagnostics every `diagnostics_every` gradient steps (0: off)
     # and around every reset; see plasticity.py.
     self._plasticity = plasticity.PlasticityMonitor(
@@ -318,11 +319,12 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                                       self.epsilon_train))
     params = (self._state.target_params if self.target_action_selection
               else self._state.online_params)
-    self._rng, action = learner.select_action(
+    self._rng, action, q = learner.select_action(
         self.network_def, params, self.state[None], self._rng,
         jnp.float32(epsilon), self.num_actions,
-        self.noisy and not self.eval_mode)
+        self.noisy and not self.eval_mode, support=self._config.support)
     self.action = int(action)
+    self._q_taken = float(q)  # for the over-estimation diagnostic
     return self.action
 
   def eval_actions(self, states):
@@ -352,12 +354,15 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     if not self.eval_mode:
       self._replay.add(self._last_observation, self.action, reward, False,
                        False)
+      self._plasticity.record(self._q_taken, reward)
       self._train_step()
     return self._select_action()
 
   def end_episode(self, reward, terminal=True):
     if not self.eval_mode:
       self._replay.add(self._observation, self.action, reward, terminal, True)
+      self._plasticity.record(self._q_taken, reward, terminal,
+                              episode_end=True, gamma=self.current_gamma())
 
   # Learning -------------------------------------------------------------
 

@@ -217,24 +217,31 @@ def train(state, batch, n, gamma, config):
 
 
 @functools.partial(jax.jit, static_argnames=('network', 'num_actions', 'noisy'))
-def select_action(network, params, state, rng, epsilon, num_actions, noisy):
+def select_action(network, params, state, rng, epsilon, num_actions, noisy,
+                  support=None):
   """Epsilon-greedy action from one (1, h, w, S) uint8 state.
 
+  Args:
+    support: (atoms,) C51 support for the returned Q value; the greedy action
+      does not depend on it (Q = a + b * E[atom index] with b > 0 for any
+      symmetric, evenly spaced support), so it may be left out.
+
   Returns:
-    new rng, int32 action.
+    new rng, int32 action, float32 Q(state, action) under `support`.
   """
   rng, key_eps, key_action, key_noise = jax.random.split(rng, 4)
   x = state.astype(jnp.float32) / 255.0
   latent = network.apply(params, x, method=network.encode)
   logits = network.apply(params, latent, key_noise if noisy else None,
                          method=network.q_logits)
-  # The greedy action does not depend on v_max: Q = a + b * E[atom index]
-  # with b > 0 for any symmetric, evenly spaced support.
-  support = jnp.linspace(-10.0, 10.0, logits.shape[-1])
-  greedy = jnp.argmax(_q_values(logits, support)[0])
+  if support is None:
+    support = jnp.linspace(-10.0, 10.0, logits.shape[-1])
+  q = _q_values(logits, support)[0]  # (A,)
+  greedy = jnp.argmax(q)
   explore = jax.random.uniform(key_eps) < epsilon
   random_action = jax.random.randint(key_action, (), 0, num_actions)
-  return rng, jnp.where(explore, random_action, greedy)
+  action = jnp.where(explore, random_action, greedy)
+  return rng, action, q[action]
 
 
 @functools.partial(jax.jit, static_argnames=('network', 'num_actions'))

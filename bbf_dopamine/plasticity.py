@@ -9,6 +9,12 @@ srank, norms and Q statistics are comparable over time, and policy churn
 measurement runs every `every` gradient steps and right before and after
 every reset, with the reset marked on the same time axis
 (`Plasticity/Reset`), so a plot shows what each reset does.
+
+Over-estimation: the Q value of every action taken in training (under the
+acting parameters, rewards as the agent sees them) against the discounted
+Monte-Carlo return of its episode (with the discount of the Q targets at the
+episode's end), over the episodes completed since the last measurement;
+episodes cut by the time limit have no Monte-Carlo return and are skipped.
 """
 
 import functools
@@ -42,6 +48,23 @@ class PlasticityMonitor(object):
     self._tau, self._delta = float(tau), float(delta)
     self.probe_states = None  # (B, h, w[, C], S) uint8
     self.previous_greedy = None  # (B,) int32
+    self._episode = []  # (Q(s_t, a_t), r_t) of the episode in flight
+    self._gap = [0.0, 0]  # sum of Q - G and its count since the last probe
+
+  def record(self, q, reward, terminal=False, episode_end=False, gamma=None):
+    """One training transition; at an episode's end, its Q - G gaps."""
+    if self.every <= 0:
+      return
+    self._episode.append((q, float(reward)))
+    if episode_end:
+      if terminal:
+        qs, rewards = (np.asarray(x) for x in zip(*self._episode))
+        ends = np.zeros(len(rewards), bool)
+        ends[-1] = True
+        mc = diagnostics.discounted_returns(rewards, ends, gamma)
+        self._gap[0] += float(np.sum(qs - mc))
+        self._gap[1] += len(mc)
+      self._episode = []
 
   def due(self, previous_step, step):
     return self.every > 0 and step // self.every > previous_step // self.every
@@ -62,14 +85,21 @@ class PlasticityMonitor(object):
       values[f'{diagnostics.PREFIX}/PolicyChurn'] = float(
           diagnostics.policy_churn(self.previous_greedy, greedy))
     self.previous_greedy = greedy
+    if self._gap[1]:
+      values[f'{diagnostics.PREFIX}/Overestimation'] = (
+          self._gap[0] / self._gap[1])
+      self._gap = [0.0, 0]
     return values
 
   def bundle(self):
     return {'probe_states': self.probe_states,
             'previous_greedy': self.previous_greedy,
-            'rng': self._rng.bit_generator.state}
+            'rng': self._rng.bit_generator.state,
+            'episode': list(self._episode), 'gap': list(self._gap)}
 
   def unbundle(self, saved):
     self.probe_states = saved['probe_states']
     self.previous_greedy = saved['previous_greedy']
     self._rng.bit_generator.state = saved['rng']
+    self._episode = list(saved.get('episode', []))
+    self._gap = list(saved.get('gap', [0.0, 0]))

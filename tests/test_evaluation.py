@@ -166,6 +166,18 @@ def test_bbf_batched_greedy_actions_equal_single_state_actions():
   single = [int(learner.select_action(net, params, states[i:i + 1], key,
                                       jnp.float32(0.0), 5, False)[1])
             for i in range(6)]
+  # The returned Q is that of the chosen action under the given support.
+  support = jnp.linspace(-3.0, 3.0, 11)
+  _, action, q = learner.select_action(net, params, states[:1], key,
+                                       jnp.float32(0.0), 5, False,
+                                       support=support)
+  latent = net.apply(params, states[:1].astype(jnp.float32) / 255.0,
+                     method=net.encode)
+  logits = net.apply(params, latent, None, method=net.q_logits)[0]  # (A, atoms)
+  expected = np.sum(np.asarray(jax.nn.softmax(logits)) * np.asarray(support),
+                    axis=-1)
+  assert int(action) == int(np.argmax(expected)) == single[0]
+  np.testing.assert_allclose(float(q), expected[int(action)], rtol=1e-5)
   assert list(np.asarray(batched)) == single
   # epsilon = 1: uniformly random actions, not the greedy ones.
   _, random_actions = learner.select_actions(

@@ -102,7 +102,8 @@ def test_bbf_trains_through_the_train_binary(tmp_path):
   for tag in ('Agent/Loss', 'Agent/SPRLoss', 'Eval/AverageReturns',
               'Plasticity/DormantFraction/all', 'Plasticity/SRank/penultimate',
               'Plasticity/PolicyChurn', 'Plasticity/ParamNorm/encoder',
-              'Plasticity/GradNorm/encoder', 'Plasticity/QMean'):
+              'Plasticity/GradNorm/encoder', 'Plasticity/QMean',
+              'Plasticity/Overestimation'):
     assert tag in tags, (tag, sorted(tags))
   # The probe batch is kept in the checkpoint (for churn after a resume).
   assert bundle['plasticity']['probe_states'].shape == (32, 10, 10, 4, 1)

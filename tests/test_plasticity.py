@@ -75,3 +75,37 @@ def test_measured_on_schedule_and_around_resets():
   assert len(marked) == 1 and agent.num_resets == 1
   assert steps.count(marked[0]) >= 2  # before and after, same step
   assert jnp.isfinite(plasticity[-1][1]['Plasticity/SRank/penultimate'])
+
+
+def test_overestimation_against_hand_computed_returns():
+  agent = _agent(diagnostics_every=10)
+  _fill(agent)
+  monitor = agent._plasticity  # pylint: disable=protected-access
+  # A completed episode, gamma 0.5: G = (1.5, 1, 2), Q - G = (-0.5, 0, -1).
+  for q, r in ((1.0, 1.0), (1.0, 0.0)):
+    monitor.record(q, r)
+  monitor.record(1.0, 2.0, terminal=True, episode_end=True, gamma=0.5)
+  # An episode cut by the time limit has no Monte-Carlo return: ignored.
+  monitor.record(9.0, 0.0)
+  monitor.record(9.0, 0.0, terminal=False, episode_end=True, gamma=0.5)
+  values = monitor.measure(agent.online_params, agent._replay)  # pylint: disable=protected-access
+  assert values['Plasticity/Overestimation'] == -0.5
+  # Gaps are per measurement period.
+  values = monitor.measure(agent.online_params, agent._replay)  # pylint: disable=protected-access
+  assert 'Plasticity/Overestimation' not in values
+
+
+def test_agent_records_the_q_of_each_action_taken():
+  agent = _agent(diagnostics_every=10)
+  recorded = []
+  agent._plasticity.record = lambda *a, **k: recorded.append((a, k))  # pylint: disable=protected-access
+  frame = np.zeros((84, 84), np.uint8)
+  agent.begin_episode(frame)
+  q0 = agent._q_taken  # pylint: disable=protected-access
+  agent.step(1.0, frame + 1)
+  q1 = agent._q_taken  # pylint: disable=protected-access
+  agent.end_episode(-1.0, True)
+  assert recorded[0] == ((q0, 1.0), {})
+  assert recorded[1] == ((q1, -1.0, True),
+                         {'episode_end': True, 'gamma': agent.current_gamma()})
+  assert all(np.isfinite([q0, q1]))
