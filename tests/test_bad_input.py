@@ -22,11 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BBF_GIN = str(ROOT / 'gin_configs' / 'bbf.gin')
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 @pytest.fixture

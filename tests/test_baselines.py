@@ -126,11 +126,7 @@ FACTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 @pytest.fixture

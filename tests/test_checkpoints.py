@@ -157,11 +157,7 @@ def test_check_writable(tmp_path, monkeypatch):
 # The runner's guards --------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 def _runner(base_dir, *extra):

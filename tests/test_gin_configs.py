@@ -148,11 +148,7 @@ DEVIATIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 # Helpers ------------------------------------------------------------------

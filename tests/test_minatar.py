@@ -109,13 +109,6 @@ def test_bbf_trains_through_the_train_binary(tmp_path):
   assert bundle['plasticity']['probe_states'].shape == (32, 10, 10, 4, 1)
 
 
-@pytest.fixture
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
 def _runner(base_dir, iterations):
   gin.clear_config()
   gin.parse_config_files_and_bindings([str(GIN)], TINY + [
@@ -128,7 +121,7 @@ def _runner(base_dir, iterations):
   return run_experiment.create_runner(str(base_dir))
 
 
-def test_resume_mid_episode_is_exact(tmp_path, clean_gin):  # pylint: disable=unused-argument,redefined-outer-name
+def test_resume_mid_episode_is_exact(tmp_path, clean_gin):  # pylint: disable=unused-argument
   written = set(file_bindings(GIN))  # (clears gin: before the runner)
   straight = _runner(tmp_path / 'straight', 2)
   straight.run_experiment()

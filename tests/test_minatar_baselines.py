@@ -123,11 +123,7 @@ AGENT_NAMES = {'dqn.gin': 'minatar_dqn', 'rainbow.gin': 'minatar_full_rainbow',
                'der.gin': 'minatar_100k_rainbow'}
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 # Helpers ------------------------------------------------------------------

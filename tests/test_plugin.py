@@ -29,11 +29,7 @@ TINY_BBF_BINDINGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
 
 
 @pytest.fixture(scope='module')
