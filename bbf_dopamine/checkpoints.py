@@ -107,6 +107,21 @@ def _delete(directory, name):
     os.remove(path)
 
 
+def size(directory, number):
+  """Bytes on disk of every file and folder of checkpoint `number`."""
+  total = 0
+  for name in os.listdir(directory):
+    if _number_of(name) != number:
+      continue
+    path = os.path.join(directory, name)
+    if os.path.isdir(path):
+      total += sum(os.path.getsize(os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+    else:
+      total += os.path.getsize(path)
+  return total
+
+
 def remove(directory, number):
   """Deletes every file of checkpoint `number` (sentinel first)."""
   os.remove(_path(directory, SENTINEL_PREFIX, number))

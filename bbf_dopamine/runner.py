@@ -289,9 +289,7 @@ class Atari100kRunner(run_experiment.Runner):
       data['logs'] = self._logger.data
     checkpoints.save(self._checkpoint_dir, number, data,
                      keep=self._keep_checkpoints)
-    size = sum(os.path.getsize(os.path.join(self._checkpoint_dir, name))
-               for name in os.listdir(self._checkpoint_dir)
-               if name.endswith(f'.{number}') or f'.{number}.' in name)
+    size = checkpoints.size(self._checkpoint_dir, number)
     logging.info('Checkpoint %d written: %.1f MB in %.2f s.', number,
                  size / 2**20, time.time() - start)
     return True

@@ -17,7 +17,6 @@ the host-side check, against the median time of the whole gradient step.
 
 import functools
 import json
-import os
 import platform
 import shutil
 import statistics
@@ -76,9 +75,7 @@ def checkpoint_figures(agent, directory):
     data = agent.bundle_and_checkpoint(directory, number)
     checkpoints.save(directory, number, data, keep=2)
     writes.append(time.perf_counter() - start)
-    sizes.append(sum(os.path.getsize(os.path.join(directory, n))
-                     for n in os.listdir(directory)
-                     if n.endswith(f'.{number}') or f'.{number}.' in n))
+    sizes.append(checkpoints.size(directory, number))
   emit('checkpoint_size', sizes[-1] / 2**20, 'MiB')
   emit('checkpoint_write_time', statistics.median(writes), 's')
   emit('replay_memory_full_buffer', agent.checkpoint_nbytes / 2**20, 'MiB')

@@ -105,6 +105,12 @@ def test_remove_incomplete_keeps_complete_checkpoints(tmp_path):
   assert sorted(os.listdir(tmp_path)) == [
       '7', 'bbf_replay_ckpt.7.npz', 'ckpt.7', 'notes.txt',
       'sentinel_checkpoint_complete.7']
+  # A checkpoint's size counts its files and its orbax folder, nothing else.
+  (tmp_path / '7' / 'replay' / 'data').write_bytes(b'12345')
+  assert checkpoints.size(str(tmp_path), 7) == sum(
+      os.path.getsize(tmp_path / n) for n in (
+          'bbf_replay_ckpt.7.npz', 'ckpt.7', 'sentinel_checkpoint_complete.7')
+  ) + 5
   # Before rewriting checkpoint 7 (after a fallback), all of it goes.
   checkpoints.clear_from(str(tmp_path), 7)
   assert sorted(os.listdir(tmp_path)) == ['notes.txt']
