@@ -1,5 +1,5 @@
 # coding=utf-8
-"""Atari 100k reference scores shipped with the package, and normalisation.
+"""Reference scores shipped with the package, and normalisation.
 
 Everything here reads `bbf_dopamine/data/` (see `data/SOURCES.md` for where
 each file comes from), so an installed package needs no checkout:
@@ -10,6 +10,20 @@ each file comes from), so an installed package needs no checkout:
     (`RR8_BBF`, `RR2_BBF`, ablations), 55 games, lower-case game names.
   * `peers/<name>.json`: per-run final scores of SPR, DrQ(eps), EfficientZero
     and IRIS, as published with the rliable paper.
+  * `minatar_random.csv`: the uniform-random policy's mean and std of the
+    episode return on MinAtar's five games, measured by
+    `scripts/minatar_random_scores.py` under the protocol of
+    `gin_configs/minatar/` (MinAtar has no human reference).
+
+Two domains, told apart by the game name:
+  * Atari 100k games (`Pong`, any spelling): human-normalised score
+    `(score - random) / (human - random)`.
+  * MinAtar games, named `minatar-<game>` (`minatar-breakout`; the game part
+    is the MinAtar name): random-normalised score
+    `(score - random mean) / random std`, i.e. how many standard deviations
+    of random play's episode returns the score lies above random play's
+    mean. Random play scores 0; the scale is the game's own spread of returns
+    under random play, so games with different return scales aggregate.
 
 Game names are normalised to the camel-case spelling used by the ALE and by
 Dopamine's gin files (`MsPacman`, `UpNDown`, `KungFuMaster`).
@@ -33,6 +47,11 @@ ATARI_100K_GAMES: Tuple[str, ...] = (
     'Krull', 'KungFuMaster', 'MsPacman', 'Pong', 'PrivateEye', 'Qbert',
     'RoadRunner', 'Seaquest', 'UpNDown',
 )
+
+# MinAtar's games (Young and Tian 2019), as named by the `minatar` package.
+MINATAR_GAMES: Tuple[str, ...] = ('asterix', 'breakout', 'freeway',
+                                  'seaquest', 'space_invaders')
+MINATAR_PREFIX = 'minatar-'  # Game ids: 'minatar-breakout'.
 
 # Peer agents with per-run data in `data/peers/` (file stem = name).
 PEER_NAMES: Tuple[str, ...] = ('DrQ_eps', 'EfficientZero', 'IRIS', 'SPR')
@@ -110,6 +129,83 @@ def human_normalized(game: str, score):
   normalized = (np.asarray(score, dtype=np.float64) - random_score) / (
       human_score - random_score)
   return float(normalized) if normalized.ndim == 0 else normalized
+
+
+def minatar_game(name: str) -> str:
+  """The game id `minatar-<game>` of `breakout`, `minatar-breakout`, ...
+
+  Raises:
+    ValueError: not one of MinAtar's five games.
+  """
+  key = str(name).strip().lower().replace(' ', '_')
+  key = key[len(MINATAR_PREFIX):] if key.startswith(MINATAR_PREFIX) else key
+  key = key.replace('-', '_')
+  if key not in MINATAR_GAMES:
+    raise ValueError(f'Unknown MinAtar game {name!r}; MinAtar has '
+                     f'{", ".join(MINATAR_GAMES)}.')
+  return MINATAR_PREFIX + key
+
+
+def minatar_env_name(game: str) -> str:
+  """`minatar-breakout` -> `breakout`, the `minatar` package's name."""
+  return minatar_game(game)[len(MINATAR_PREFIX):]
+
+
+def is_minatar_game(name: str) -> bool:
+  """True for a MinAtar game id `minatar-<game>` (any case)."""
+  name = str(name).strip().lower()
+  if not name.startswith(MINATAR_PREFIX):
+    return False
+  try:
+    minatar_game(name)
+  except ValueError:
+    return False
+  return True
+
+
+def domain(game: str) -> str:
+  """'atari' or 'minatar' for a game id; ValueError for anything else."""
+  if is_minatar_game(game):
+    return 'minatar'
+  if is_atari_100k_game(game):
+    return 'atari'
+  raise ValueError(
+      f'Unknown game {game!r}: neither one of the 26 Atari 100k games '
+      f'({", ".join(ATARI_100K_GAMES)}) nor a MinAtar game '
+      f'({", ".join(MINATAR_PREFIX + g for g in MINATAR_GAMES)}).')
+
+
+def canonical_any(game: str) -> str:
+  """The canonical id of an Atari 100k or MinAtar (`minatar-*`) game."""
+  return minatar_game(game) if domain(game) == 'minatar' else canonical_game(
+      game)
+
+
+@functools.cache
+def minatar_random_scores() -> Dict[str, Tuple[float, float]]:
+  """Maps each `minatar-<game>` id to random play's (mean, std) return."""
+  text = (_data_dir() / 'minatar_random.csv').read_text()
+  return {minatar_game(row['game']): (float(row['mean']), float(row['std']))
+          for row in csv.DictReader(text.splitlines())}
+
+
+def random_normalized(game: str, score):
+  """(score - random mean) / random std for a MinAtar game (module doc)."""
+  mean, std = minatar_random_scores()[minatar_game(game)]
+  normalized = (np.asarray(score, dtype=np.float64) - mean) / std
+  return float(normalized) if normalized.ndim == 0 else normalized
+
+
+def normalized(game: str, score):
+  """Human-normalised (Atari) or random-normalised (MinAtar) score."""
+  if domain(game) == 'minatar':
+    return random_normalized(game, score)
+  return human_normalized(game, score)
+
+
+def normalization_name(game_domain: str) -> str:
+  return {'atari': 'human-normalised',
+          'minatar': 'random-normalised'}[game_domain]
 
 
 def published_names() -> List[str]:

@@ -12,7 +12,15 @@ r"""Sweeps: many configs x games x seeds, locally or on Ray, resumable.
 Every run is `python -m dopamine.discrete_domains.train` on one gin file with
 two more bindings, the game and the seed, into `<root>/<config>/<Game>/
 <seed>/` (`<config>`: the gin file's name without `.gin`), which is the
-layout `bbf_dopamine.analyze` reads. The selectors of those two bindings are
+layout `bbf_dopamine.analyze` reads.
+
+Atari configs (`create_atari_environment.game_name`) take Atari 100k games
+(`--games Pong,Breakout` or `atari100k`); MinAtar configs
+(`create_minatar_environment.game_name`, gin_configs/minatar/) take MinAtar
+games (`--games breakout,asterix` or `minatar` for all five), whose run
+directories are named `minatar-<game>` so that MinAtar Breakout and Atari
+Breakout never share a directory or a row of the report. One sweep runs one
+domain. The selectors of those two bindings are
 read from the gin file (`BBFAgent.seed`, `JaxDQNAgent.seed`, ...), so every
 config of this repository, BBF's and the baselines', sweeps the same way.
 
@@ -40,6 +48,10 @@ from bbf_dopamine import sweep_backends as backends
 
 TRAIN_MODULE = 'dopamine.discrete_domains.train'
 ALL_GAMES = 'atari100k'  # --games value for the 26 Atari 100k games.
+ALL_MINATAR = 'minatar'  # --games value for MinAtar's five games.
+# Game selector (gin configurable) -> domain.
+_DOMAINS = {'create_atari_environment': 'atari',
+            'create_minatar_environment': 'minatar'}
 REPORT_DIR = 'report'
 # `Selector.seed = ...` / `Selector.game_name = ...` at the start of a line.
 _SEED_RE = re.compile(r'^\s*([\w./]+)\.seed\s*=', re.MULTILINE)
@@ -52,7 +64,7 @@ class Run:
   """One planned run: what it is, where it goes, the command that runs it."""
   config: str  # The gin file's stem.
   gin_file: str  # Absolute path.
-  game: str  # Canonical Atari 100k name.
+  game: str  # Canonical game id: 'Pong' or 'minatar-breakout'.
   seed: int
   run_dir: str
   bindings: Tuple[str, ...]  # --gin_bindings, the sweep's own last.
@@ -87,19 +99,43 @@ def parse_seeds(spec: Union[str, int, Sequence[int]]) -> List[int]:
   return seeds
 
 
-def parse_games(spec: Union[str, Sequence[str]]) -> List[str]:
-  """Canonical names of 'Pong,Breakout' (any spelling) or 'atari100k'."""
+def parse_games(spec: Union[str, Sequence[str]],
+                domain: str = 'atari') -> List[str]:
+  """Canonical ids of the games of `spec` in `domain`.
+
+  Args:
+    spec: 'Pong,Breakout' (any spelling) or 'atari100k' for Atari;
+      'breakout,asterix' (or 'minatar-breakout') or 'minatar' for MinAtar.
+    domain: 'atari' or 'minatar', the domain of the sweep's gin files.
+
+  Returns:
+    Atari: camel-case names ('Pong'); MinAtar: 'minatar-<game>' ids.
+  """
   names = spec.split(',') if isinstance(spec, str) else list(spec)
   names = [n.strip() for n in names if n.strip()]
-  if [n.lower() for n in names] == [ALL_GAMES]:
-    return list(scores.ATARI_100K_GAMES)
-  unknown = [n for n in names if not scores.is_atari_100k_game(n)]
+  if domain == 'minatar':
+    every, known = ALL_MINATAR, scores.MINATAR_GAMES
+    everything = [scores.MINATAR_PREFIX + g for g in known]
+    def valid(n):
+      try:
+        scores.minatar_game(n)
+        return True
+      except ValueError:
+        return False
+    canonical = scores.minatar_game
+  else:
+    every, known = ALL_GAMES, scores.ATARI_100K_GAMES
+    everything, valid = list(known), scores.is_atari_100k_game
+    canonical = scores.canonical_game
+  if [n.lower() for n in names] == [every]:
+    return everything
+  unknown = [n for n in names if not valid(n)]
   if unknown or not names:
     raise ValueError(
-        f'Unknown game(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
-        f'--games takes {ALL_GAMES!r} or names among: '
-        f'{", ".join(scores.ATARI_100K_GAMES)}.')
-  games = [scores.canonical_game(n) for n in names]
+        f'Unknown {"MinAtar" if domain == "minatar" else "Atari 100k"} '
+        f'game(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
+        f'--games takes {every!r} or names among: {", ".join(known)}.')
+  games = [canonical(n) for n in names]
   repeated = sorted({g for g in games if games.count(g) > 1})
   if repeated:
     raise ValueError(f'Games {repeated} appear twice in --games.')
@@ -120,8 +156,13 @@ def _gin_text(path: str, seen=()) -> str:
   return text
 
 
-def selectors(gin_file: str) -> Tuple[List[str], List[str]]:
-  """The (seed, game) selectors a gin file binds, e.g. ['BBFAgent']."""
+def selectors(gin_file: str) -> Tuple[List[str], List[str], str]:
+  """The (seed, game) selectors a gin file binds, and its domain.
+
+  Returns:
+    (seed selectors, e.g. ['BBFAgent'], game selectors, e.g.
+    ['atari_lib.create_atari_environment'], 'atari' or 'minatar').
+  """
   if not os.path.isfile(gin_file):
     raise ValueError(f'Gin file {gin_file!r} does not exist.')
   text = re.sub(r'#.*', '', _gin_text(os.path.abspath(gin_file)))
@@ -136,13 +177,15 @@ def selectors(gin_file: str) -> Tuple[List[str], List[str]]:
         f'{gin_file} binds no game (no `<...>.game_name = ...` line), so the '
         'sweep cannot choose it; add e.g. '
         "`atari_lib.create_atari_environment.game_name = 'Pong'`.")
-  other = [g for g in game if not g.endswith('create_atari_environment')]
-  if other:
-    # --games are validated as Atari 100k names and the report reads only
-    # those; a MinAtar 'breakout' would silently become Atari 'Breakout'.
-    raise ValueError(f'{gin_file} chooses its game with {other[0]}.game_name;'
-                     ' sweeps run Atari configs (create_atari_environment).')
-  return seed, game
+  domains = {_DOMAINS.get(g.rsplit('.', 1)[-1]) for g in game}
+  if None in domains or len(domains) > 1:
+    # --games are validated per domain and the report normalises per
+    # domain; an unknown environment factory would get neither right.
+    raise ValueError(
+        f'{gin_file} chooses its game with {", ".join(game)}.game_name; '
+        'sweeps run Atari configs (create_atari_environment) or MinAtar '
+        'configs (create_minatar_environment).')
+  return seed, game, domains.pop()
 
 
 def run_status(run_dir: str) -> str:
@@ -187,7 +230,14 @@ def plan_runs(gin_files: Union[str, Sequence[str]],
     gin_bindings = [gin_bindings]
   if not files:
     raise ValueError('Give at least one gin file (--gin_files).')
-  games, seeds = parse_games(games), parse_seeds(seeds)
+  seeds = parse_seeds(seeds)
+  domains = {f: selectors(f)[2] for f in files}
+  if len(set(domains.values())) > 1:
+    raise ValueError(
+        'One sweep runs one domain; these gin files mix Atari and MinAtar: ' +
+        ', '.join(f'{f} ({d})' for f, d in domains.items()) + '.')
+  domain = set(domains.values()).pop()
+  games = parse_games(games, domain)
   for binding in gin_bindings:
     if _SEED_RE.match(binding) or _GAME_RE.match(binding):
       raise ValueError(f'--gin_bindings {binding!r}: the sweep sets the seed '
@@ -201,13 +251,15 @@ def plan_runs(gin_files: Union[str, Sequence[str]],
   python = python or sys.executable
   runs = []
   for name, gin_file in zip(names, files):
-    seed_selectors, game_selectors = selectors(gin_file)
+    seed_selectors, game_selectors, _ = selectors(gin_file)
     gin_file = os.path.abspath(gin_file)
     for game in games:
       for seed in seeds:
         run_dir = os.path.join(root, name, game, str(seed))
         # No spaces, double quotes: the printed commands need less quoting.
-        own = [f'{s}.game_name="{game}"' for s in game_selectors]
+        env_game = (scores.minatar_env_name(game) if domain == 'minatar'
+                    else game)
+        own = [f'{s}.game_name="{env_game}"' for s in game_selectors]
         own += [f'{s}.seed={seed}' for s in seed_selectors]
         bindings = tuple(gin_bindings) + tuple(own)
         command = [python, '-m', TRAIN_MODULE, '--base_dir', run_dir,
@@ -427,7 +479,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--gin_files', action='append', default=[],
                  help='Gin files, comma-separated or repeated; one config '
                  'each, named by the file stem.')
-  p.add_argument('--games', help=f'Comma-separated games or {ALL_GAMES!r}.')
+  p.add_argument('--games', help=f'Comma-separated games, {ALL_GAMES!r} '
+                 f'(Atari configs) or {ALL_MINATAR!r} (MinAtar configs).')
   p.add_argument('--seeds', help='E.g. 0-4, 0,2,5 or 0-2,7.')
   p.add_argument('--root', required=True, help='Results root.')
   p.add_argument('--gin_bindings', action='append', default=[],

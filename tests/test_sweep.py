@@ -141,7 +141,7 @@ def test_parse_games():
   assert sweep.parse_games('pong, ms_pacman,ALE/Breakout-v5') == [
       'Pong', 'MsPacman', 'Breakout']
   assert sweep.parse_games('atari100k') == list(scores.ATARI_100K_GAMES)
-  with pytest.raises(ValueError, match="Unknown game.*'Tetris'.*Alien"):
+  with pytest.raises(ValueError, match="Unknown Atari 100k game.*'Tetris'.*Alien"):
     sweep.parse_games('Pong,Tetris')
   with pytest.raises(ValueError, match='twice'):
     sweep.parse_games('Pong,pong')
@@ -178,11 +178,15 @@ def test_plan_expands_configs_games_seeds(tmp_path):
 
 
 def test_every_shipped_config_has_seed_and_game_selectors():
-  for directory in ('gin_configs', 'gin_configs/baselines'):
-    for name in os.listdir(ROOT / directory):
-      if name.endswith('.gin'):
-        seed, game = sweep.selectors(str(ROOT / directory / name))
-        assert seed and game == ['atari_lib.create_atari_environment'], name
+  for directory, domain, selector in (
+      ('gin_configs', 'atari', 'atari_lib.create_atari_environment'),
+      ('gin_configs/baselines', 'atari', 'atari_lib.create_atari_environment'),
+      ('gin_configs/minatar', 'minatar', 'create_minatar_environment')):
+    names = [n for n in os.listdir(ROOT / directory) if n.endswith('.gin')]
+    assert names, directory
+    for name in names:
+      seed, game, found = sweep.selectors(str(ROOT / directory / name))
+      assert seed and game == [selector] and found == domain, name
 
 
 def test_config_without_seed_or_game_is_an_error(tmp_path, capsys):
@@ -207,13 +211,13 @@ def test_config_without_seed_or_game_is_an_error(tmp_path, capsys):
   included = tmp_path / 'included.gin'
   included.write_text(f"include '{no_seed.name}'\nBBFAgent.seed = 0\n")
   assert sweep.selectors(str(included)) == (
-      ['BBFAgent'], ['atari_lib.create_atari_environment'])
-  # Not an Atari config (MinAtar): refused, its game names are not Atari's.
-  minatar = tmp_path / 'minatar.gin'
-  minatar.write_text("BBFAgent.seed = 0\n"
-                     "create_minatar_environment.game_name = 'breakout'\n")
-  with pytest.raises(ValueError, match='create_minatar_environment'):
-    sweep.selectors(str(minatar))
+      ['BBFAgent'], ['atari_lib.create_atari_environment'], 'atari')
+  # An environment factory of no known domain: refused.
+  other = tmp_path / 'other.gin'
+  other.write_text("BBFAgent.seed = 0\n"
+                   "create_gym_environment.game_name = 'CartPole'\n")
+  with pytest.raises(ValueError, match='create_gym_environment'):
+    sweep.selectors(str(other))
   # From the command line: a message and exit code 2 before anything runs.
   root = tmp_path / 'cli'
   assert sweep.main(['--gin_files', str(no_seed), '--games', 'Pong',
@@ -226,7 +230,7 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys):
   root = tmp_path / 'r'
   base = ['--gin_files', BBF_GIN, '--root', str(root)]
   for extra, message in (
-      (['--games', 'Pong,Tetris', '--seeds', '0'], "Unknown game.*'Tetris'"),
+      (['--games', 'Pong,Tetris', '--seeds', '0'], "Unknown Atari 100k game.*'Tetris'"),
       (['--games', 'Pong', '--seeds', '2-1'], 'Empty seed range'),
       (['--games', 'Pong', '--seeds', '0', '--gin_bindings',
         'BBFAgent.seed=3'], 'sets the seed'),
@@ -645,3 +649,47 @@ def test_sweep_on_ray(tmp_path, ray_address, ray_env):
     assert 'executor: ray task ' in header
     with open(run_dir / 'final_eval.json') as f:
       assert json.load(f)['seed'] == int(seed)
+
+
+MINATAR_GIN = str(ROOT / 'gin_configs' / 'minatar' / 'bbf.gin')
+MINATAR_DQN_GIN = str(ROOT / 'gin_configs' / 'minatar' / 'dqn.gin')
+
+
+def test_parse_minatar_games():
+  assert sweep.parse_games('breakout, Space_Invaders,minatar-asterix',
+                           'minatar') == [
+                               'minatar-breakout', 'minatar-space_invaders',
+                               'minatar-asterix']
+  assert sweep.parse_games('minatar', 'minatar') == [
+      'minatar-asterix', 'minatar-breakout', 'minatar-freeway',
+      'minatar-seaquest', 'minatar-space_invaders']
+  with pytest.raises(ValueError, match="Unknown MinAtar game.*'Pong'"):
+    sweep.parse_games('breakout,Pong', 'minatar')
+  with pytest.raises(ValueError, match='twice'):
+    sweep.parse_games('breakout,minatar-breakout', 'minatar')
+  # 'atari100k' is not a MinAtar selection, nor 'minatar' an Atari one.
+  with pytest.raises(ValueError, match='Unknown MinAtar'):
+    sweep.parse_games('atari100k', 'minatar')
+  with pytest.raises(ValueError, match='Unknown Atari 100k'):
+    sweep.parse_games('minatar', 'atari')
+
+
+def test_plan_minatar_runs(tmp_path):
+  runs = sweep.plan_runs([MINATAR_GIN, MINATAR_DQN_GIN], 'breakout,seaquest',
+                         '0-1', tmp_path)
+  assert len(runs) == 2 * 2 * 2
+  run = runs[0]
+  # The directory carries the domain; the binding the package's own name.
+  assert run.game == 'minatar-breakout'
+  assert run.run_dir == os.path.join(tmp_path, 'bbf', 'minatar-breakout', '0')
+  assert run.bindings == ('create_minatar_environment.game_name="breakout"',
+                          'BBFAgent.seed=0')
+  dqn = [r for r in runs if r.config == 'dqn' and r.seed == 1][-1]
+  assert dqn.bindings == ('create_minatar_environment.game_name="seaquest"',
+                          'JaxDQNAgent.seed=1')
+  # Atari and MinAtar in one sweep: refused, naming both.
+  with pytest.raises(ValueError, match='mix Atari and MinAtar'):
+    sweep.plan_runs([BBF_GIN, MINATAR_GIN], 'breakout', '0', tmp_path)
+  # Atari game names with a MinAtar config: refused.
+  with pytest.raises(ValueError, match="Unknown MinAtar game.*'Pong'"):
+    sweep.plan_runs([MINATAR_GIN], 'Pong', '0', tmp_path)
