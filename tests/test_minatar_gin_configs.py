@@ -1,0 +1,129 @@
+# coding=utf-8
+"""Every BBF gin file of gin_configs/minatar/ builds and uses its bindings.
+
+For gin_configs/minatar/bbf.gin and each variant of it (bbf_*.gin, found by
+glob, so a new file is tested without being listed; the Dopamine baselines
+are test_minatar_baselines.py's):
+  * it parses, Dopamine's `run_experiment.create_runner` builds the
+    Atari100kRunner on the MinAtar environment and a BBFAgent, and the
+    runner's public `run_experiment()` trains a few agent steps;
+  * every binding written in the file was read by a configurable that was
+    actually called (test_gin_configs.unused_bindings);
+  * the values that define the variant reach the agent (reset calendar, n and
+    gamma schedules, SPR weight, weight decay, ...: test_gin_configs's facts);
+  * each variant equals minatar/bbf.gin except for the bindings it declares,
+    and its header cites its paper and names each of them.
+"""
+
+import pathlib
+import re
+
+from dopamine.discrete_domains import run_experiment
+import gin
+import pytest
+
+from bbf_dopamine import agent as agent_lib
+from bbf_dopamine import runner as runner_lib
+from test_gin_configs import agent_facts
+from test_gin_configs import BBF_FACTS
+from test_gin_configs import comparable
+from test_gin_configs import file_bindings
+from test_gin_configs import REMOVED
+from test_gin_configs import short
+from test_gin_configs import unused_bindings
+
+MINATAR_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin_configs' / (
+    'minatar')
+BBF_FILES = sorted(p.name for p in MINATAR_DIR.glob('bbf*.gin'))
+
+# Each variant's bindings that differ from minatar/bbf.gin.
+MINATAR_DEVIATIONS = {
+    'bbf_no_resets.gin': {'BBFAgent.no_resets_after': 0},
+    'bbf_no_spr.gin': {'BBFAgent.spr_weight': 0},
+    'bbf_no_annealing.gin': {'BBFAgent.max_update_horizon': 3,
+                             'BBFAgent.min_gamma': 0.997},
+    'bbf_no_wd.gin': {'create_scaling_optimizer.weight_decay': 0.0},
+    'bbf_n10.gin': {'BBFAgent.update_horizon': 10},
+    'bbf_gamma099.gin': {'BBFAgent.gamma': 0.99, 'BBFAgent.min_gamma': 0.99},
+}
+
+# What each file must produce in the agent: differences from BBF_FACTS
+# (minatar/bbf.gin keeps bbf.gin's schedules: resets every 20k agent steps,
+# n 10 -> 3 and gamma 0.97 -> 0.997 over 10k, shrink / perturb 0.5).
+MINATAR_FACTS = {
+    'bbf.gin': {},
+    'bbf_no_resets.gin': dict(resets=()),
+    'bbf_no_spr.gin': dict(spr_weight=0.0),
+    'bbf_no_annealing.gin': dict(n=(3, 3), gamma=(0.997, 0.997)),
+    'bbf_no_wd.gin': dict(weight_decay=False),
+    'bbf_n10.gin': dict(n=(10, 10)),
+    'bbf_gamma099.gin': dict(gamma=(0.99, 0.99)),
+}
+
+# Cheap: a tiny network and replay, 40 agent steps (training from the 21st),
+# one evaluation episode of at most 20 steps; each rebinds a parameter the
+# files bind, so the set of bound parameters is unchanged.
+CHEAP = [
+    'BBFNetwork.hidden_dim = 16',
+    'BBFNetwork.width_scale = 0.25',
+    'BBFAgent.min_replay_history = 20',
+    'BBFAgent.replay_capacity = 500',
+    'Atari100kRunner.training_steps = 40',
+    'Atari100kRunner.num_iterations = 1',
+    'Atari100kRunner.num_eval_episodes = 1',
+    'Atari100kRunner.max_steps_per_episode = 20',
+]
+
+pytestmark = pytest.mark.usefixtures('clean_gin')  # tests/conftest.py
+
+
+def test_all_files_are_covered():
+  assert 'bbf.gin' in BBF_FILES and len(BBF_FILES) > 1
+  assert set(BBF_FILES) - {'bbf.gin'} == set(MINATAR_DEVIATIONS), (
+      'Give every MinAtar BBF variant its declared deviations from '
+      'minatar/bbf.gin in MINATAR_DEVIATIONS.')
+  assert set(BBF_FILES) == set(MINATAR_FACTS), (
+      'Give every MinAtar BBF file its expected agent facts in MINATAR_FACTS.')
+
+
+@pytest.mark.parametrize('name', BBF_FILES)
+def test_runner_builds_and_every_binding_is_used(name, tmp_path):
+  path = MINATAR_DIR / name
+  written = set(file_bindings(path))
+  gin.parse_config_files_and_bindings([str(path)], CHEAP)
+  runner = run_experiment.create_runner(str(tmp_path))
+  agent = runner._agent  # pylint: disable=protected-access
+  assert isinstance(runner, runner_lib.Atari100kRunner)
+  assert isinstance(agent, agent_lib.BBFAgent)
+  assert agent.observation_shape == (10, 10, 4)  # breakout: 4 channels
+  runner.run_experiment()
+  assert runner._total_steps == 40  # pylint: disable=protected-access
+  assert agent.gradient_steps > 0
+  assert unused_bindings(written, runner) == set(), (
+      f'{name}: bindings that no configurable used')
+  expected = dict(BBF_FACTS, **MINATAR_FACTS[name])
+  assert agent_facts(agent) == expected, name
+
+
+@pytest.mark.parametrize('name', [n for n in BBF_FILES if n != 'bbf.gin'])
+def test_variant_is_minatar_bbf_plus_declared_deviations(name):
+  base = {(s, sel, p): comparable(v) for (s, sel, p), v in
+          file_bindings(MINATAR_DIR / 'bbf.gin').items()}
+  variant = {(s, sel, p): comparable(v) for (s, sel, p), v in
+             file_bindings(MINATAR_DIR / name).items()}
+  differences = {}
+  for key in base.keys() | variant.keys():
+    value = variant.get(key, REMOVED)
+    if base.get(key, REMOVED) != value:
+      differences[short(key[1], key[2])] = value
+  assert differences == MINATAR_DEVIATIONS[name]
+
+  text = (MINATAR_DIR / name).read_text()
+  header = '\n'.join(re.match(r'((?:#.*\n)+)', text).group(1).splitlines())
+  assert re.search(r'\((?:\d{4}|[^()]*et al\., \d{4})\)', header), (
+      f'{name}: header cites no paper (Authors (year) / (X et al., year))')
+  assert 'Young and Tian (2019)' in header  # MinAtar
+  assert 'Deviations from gin_configs/minatar/bbf.gin' in header
+  for binding in MINATAR_DEVIATIONS[name]:
+    assert binding in header, f'{name}: header does not list {binding}'
+  assert f'--gin_files=gin_configs/minatar/{name}' in header
