@@ -313,7 +313,8 @@ def performance_profiles(
   return taus, profiles, intervals
 
 
-def plot_intervals(table: pd.DataFrame, colors: Mapping[str, tuple]) -> Figure:
+def plot_intervals(table: pd.DataFrame, colors: Mapping[str, tuple],
+                   score_name: str = 'Human-normalised score') -> Figure:
   """rliable-style interval plot of `aggregate_table(...)`.
 
   One panel per metric, one bar per agent spanning its 95% interval, a tick
@@ -337,13 +338,14 @@ def plot_intervals(table: pd.DataFrame, colors: Mapping[str, tuple]) -> Figure:
     ax.grid(True, axis='x', alpha=0.25)
     for side in ('top', 'right', 'left'):
       ax.spines[side].set_visible(False)
-  fig.supxlabel('Human-normalised score (95% stratified-bootstrap CI)')
+  fig.supxlabel(f'{score_name} (95% stratified-bootstrap CI)')
   return fig
 
 
 def plot_profiles(scores: Mapping[str, np.ndarray],
                   colors: Mapping[str, tuple], reps: int = 2000,
-                  seed: int = 0) -> Figure:
+                  seed: int = 0,
+                  score_name: str = 'Human-normalised score') -> Figure:
   """Performance profiles with 95% bands, via rliable's plotting helper."""
   taus, profiles, intervals = performance_profiles(scores, reps=reps,
                                                    seed=seed)
@@ -351,7 +353,7 @@ def plot_profiles(scores: Mapping[str, np.ndarray],
   plot_utils.plot_performance_profiles(
       profiles, taus, performance_profile_cis=intervals, ax=fig.subplots(),
       colors=colors, legend=True, legendsize='medium',
-      xlabel=r'Human-normalised score ($\tau$)',
+      xlabel=score_name + r' ($\tau$)',
       ylabel=r'Fraction of runs with score $> \tau$')
   return fig
 

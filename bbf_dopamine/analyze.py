@@ -1,18 +1,23 @@
 # coding=utf-8
-r"""Comparison report for Atari 100k results: tables, aggregates and plots.
+r"""Comparison report for Atari 100k or MinAtar results: tables, plots.
 
   python -m bbf_dopamine.analyze runs/ more_runs/ --out report/ \
       [--published RR8_BBF,RR2_BBF] [--reps 2000] [--common_games] [--seed 0]
 
 Each positional argument is a results root laid out `<root>/<agent>/<Game>/
-<seed>/` (roots merge; an agent found in several roots is one agent). A run
+<seed>/` (roots merge; an agent found in several roots is one agent), where
+<Game> is an Atari 100k game (scores human-normalised) or a MinAtar game
+`minatar-<game>` (scores random-normalised, see scores.py); one report covers
+one domain. A run
 directory holds our runner's `final_eval.json` and Dopamine's `logs/log_<K>`
 pickles. The published BBF scores (`scores.published_names()`) or peer scores
 (`scores.peer_names()`) named by --published join as agents `paper:<name>`,
 restricted to the games the user ran.
 
 Writes per_game.{csv,md}, aggregates.{csv,md},
-probability_of_improvement.{csv,md}, report.md and four PNG plots. Every run
+probability_of_improvement.{csv,md}, report.md and four PNG plots, plus the
+plasticity diagnostics (plasticity.{csv,png}, plasticity_report.py) of the
+runs that logged them. Every run
 that is skipped or read from a fallback is listed in report.md.
 
 The logs are Python pickles, which can run code when loaded: only analyse
@@ -41,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from bbf_dopamine import aggregate
+from bbf_dopamine import plasticity_report
 from bbf_dopamine import scores
 
 ATARI_100K_STEPS = 100_000
@@ -141,7 +147,8 @@ def _read_final_eval(run: Run, notes: List[str]) -> None:
     return
   run.final_returns, run.source, run.final_steps = (
       returns, 'final_eval.json', steps)
-  if steps is not None and steps < ATARI_100K_STEPS:
+  if (steps is not None and steps < ATARI_100K_STEPS and
+      scores.domain(run.game) == 'atari'):
     notes.append(f'{run.path}: final evaluation after only {steps:g} env '
                  f'steps (Atari 100k is {ATARI_100K_STEPS}).')
 
@@ -215,11 +222,13 @@ def collect_runs(roots: Sequence[str], notes: List[str]) -> List[Run]:
     for agent in subdirs(root):
       for game_dir in subdirs(os.path.join(root, agent)):
         path = os.path.join(root, agent, game_dir)
-        if not scores.is_atari_100k_game(game_dir):
-          notes.append(f'WARNING: skipped {path}: {game_dir!r} is not one of '
-                       'the 26 Atari 100k games (no human/random reference).')
+        try:
+          game = scores.canonical_any(game_dir)
+        except ValueError:
+          notes.append(f'WARNING: skipped {path}: {game_dir!r} is neither one '
+                       'of the 26 Atari 100k games nor a MinAtar game '
+                       '(minatar-<game>): no reference scores.')
           continue
-        game = scores.canonical_game(game_dir)
         for seed in subdirs(path):
           run = load_run(agent, game, os.path.join(path, seed), notes)
           if run and (agent, game, seed) in seen:
@@ -238,20 +247,22 @@ def _per_game_row(agent: str, game: str, values: Sequence[float],
   mean = float(np.mean(values))
   # Sample std across seeds; undefined (blank / n/a) for one run.
   std = float(np.std(values, ddof=1)) if len(values) > 1 else float('nan')
+  column = ('random' if scores.domain(game) == 'minatar' else
+            'human') + '_normalized_mean'
   return {'agent': agent, 'game': game, 'runs': len(values),
           'mean_score': mean, 'std_score': std,
-          'human_normalized_mean': scores.human_normalized(game, mean),
-          'source': source}
+          column: scores.normalized(game, mean), 'source': source}
 
 
 def _wide_per_game(per_game: pd.DataFrame, agents: Sequence[str]) -> str:
   """Game rows, agent columns: 'mean ± std (normalised) [runs]'."""
   table = {}
-  for row in per_game.itertuples(index=False):
-    std = '' if math.isnan(row.std_score) else f' ± {row.std_score:.1f}'
-    table.setdefault(row.game, {})[row.agent] = (
-        f'{row.mean_score:.1f}{std} ({row.human_normalized_mean:.3f}) '
-        f'[{row.runs}]')
+  for row in per_game.to_dict('records'):
+    std = '' if math.isnan(row['std_score']) else f' ± {row["std_score"]:.1f}'
+    normalized = next(v for k, v in row.items()
+                      if k.endswith('_normalized_mean'))
+    table.setdefault(row['game'], {})[row['agent']] = (
+        f'{row["mean_score"]:.1f}{std} ({normalized:.3f}) [{row["runs"]}]')
   wide = pd.DataFrame([{'game': g, **{a: cells.get(a, '') for a in agents}}
                        for g, cells in table.items()])
   return aggregate.markdown_table(wide)
@@ -351,7 +362,8 @@ def plot_final_scores(per_game_values, games, agents, colors,
   _save(fig, path)
 
 
-def _write_tables(out_dir, per_game, table, poi, agents, reps, seed):
+def _write_tables(out_dir, per_game, table, poi, agents, reps, seed,
+                  score_name='human-normalised'):
   """Writes the CSV and markdown tables; returns {name: markdown body}."""
   per_game.to_csv(os.path.join(out_dir, 'per_game.csv'), index=False)
   table.to_csv(os.path.join(out_dir, 'aggregates.csv'), index=False)
@@ -359,7 +371,7 @@ def _write_tables(out_dir, per_game, table, poi, agents, reps, seed):
              index=False)
   bodies = {
       'per_game': (
-          'Cell: mean raw score ± std across seeds (human-normalised mean) '
+          f'Cell: mean raw score ± std across seeds ({score_name} mean) '
           '[runs]. `paper:` columns are the published scores, shown only '
           'for the games with user runs.\n\n' +
           _wide_per_game(per_game, agents)),
@@ -373,7 +385,7 @@ def _write_tables(out_dir, per_game, table, poi, agents, reps, seed):
           aggregate.probability_markdown(poi)),
   }
   titles = {'per_game': 'Per-game final scores',
-            'aggregates': 'Aggregate human-normalised scores',
+            'aggregates': f'Aggregate {score_name} scores',
             'probability_of_improvement': 'Probability of improvement'}
   for name, body in bodies.items():
     with open(os.path.join(out_dir, f'{name}.md'), 'w') as f:
@@ -415,7 +427,18 @@ def build_report(roots: Sequence[str], out_dir: str,
   user_agents = sorted({r.agent for r in scored})
   agents = user_agents + list(references)
   order = {g: i for i, g in enumerate(scores.ATARI_100K_GAMES)}
-  games = sorted({r.game for r in scored}, key=order.get)
+  games = sorted({r.game for r in scored}, key=lambda g: (order.get(g, 0), g))
+  domains = sorted({scores.domain(g) for g in games})
+  if len(domains) > 1:
+    raise ValueError('One report covers one domain; these runs mix Atari '
+                     f'100k and MinAtar games: {", ".join(games)}.')
+  domain = domains[0]
+  score_name = scores.normalization_name(domain)
+  if domain == 'minatar' and references:
+    notes.append(f'Published scores ({", ".join(references)}) are Atari '
+                 '100k scores; not shown for MinAtar games.')
+    references = {}
+    agents = list(user_agents)
 
   # agent -> game -> raw final scores, one per run (or published seed).
   raw: Dict[str, Dict[str, List[float]]] = {}
@@ -431,7 +454,7 @@ def build_report(roots: Sequence[str], out_dir: str,
       _per_game_row(a, g, raw[a][g], 'paper' if a in references else 'runs')
       for a in agents for g in games if raw[a].get(g)])
   matrices = aggregate.score_matrices(
-      {a: {g: list(np.atleast_1d(scores.human_normalized(g, v)))
+      {a: {g: list(np.atleast_1d(scores.normalized(g, v)))
            for g, v in raw[a].items()} for a in agents},
       common_games=common_games)
   notes += matrices.notes
@@ -441,25 +464,31 @@ def build_report(roots: Sequence[str], out_dir: str,
 
   os.makedirs(out_dir, exist_ok=True)
   out = lambda name: os.path.join(out_dir, name)
-  md = _write_tables(out_dir, per_game, table, poi, agents, reps, seed)
+  md = _write_tables(out_dir, per_game, table, poi, agents, reps, seed,
+                     score_name)
   colors = _colors(agents)
-  _save(aggregate.plot_intervals(table, colors), out(PLOTS[0]))
+  label = score_name.capitalize() + ' score'
+  _save(aggregate.plot_intervals(table, colors, label), out(PLOTS[0]))
   _save(aggregate.plot_profiles(matrices.scores, colors, reps=reps,
-                                seed=seed), out(PLOTS[1]))
+                                seed=seed, score_name=label), out(PLOTS[1]))
   paper_means = {a: {g: float(np.mean(v)) for g, v in raw[a].items()}
                  for a in references}
   plot_learning_curves(runs, games, user_agents, paper_means, colors,
                        out(PLOTS[2]))
   plot_final_scores(raw, games, agents, colors, out(PLOTS[3]))
+  plasticity_md, plasticity_files = plasticity_report.build_section(
+      [(r.agent, r.game, r.seed, r.path) for r in runs], colors, out_dir)
 
   sources = [f'| {a} | {g} | {len(rs)} | '
              f'{", ".join(sorted({r.source for r in rs}))} |'
              for a in user_agents for g in games
              if (rs := [r for r in scored if (r.agent, r.game) == (a, g)])]
   report = '\n'.join([
-      '# Atari 100k comparison report', '',
+      f'# {"MinAtar" if domain == "minatar" else "Atari 100k"} comparison '
+      'report', '',
       f'Results roots: {", ".join(f"`{r}`" for r in roots)}. '
       f'Published scores: {", ".join(references) or "none"}.', '',
+      f'Normalisation: {scores.NORMALIZATION_TEXT[domain]}', '',
       '## Notes', '', *([f'- {n}' for n in notes] or ['- none']), '',
       '## Runs', '', '| agent | game | runs | final score from |',
       '|---|---|---|---|', *sources, '',
@@ -472,11 +501,11 @@ def build_report(roots: Sequence[str], out_dir: str,
       '![learning curves](learning_curves.png)', '',
       'Tables: [per_game.csv](per_game.csv), [aggregates.csv]'
       '(aggregates.csv), [probability_of_improvement.csv]'
-      '(probability_of_improvement.csv).', ''])
+      '(probability_of_improvement.csv).', '', *plasticity_md])
   with open(out('report.md'), 'w') as f:
     f.write(report)
   files = [out(f'{name}.{ext}') for name in md for ext in ('csv', 'md')]
-  files += [out(p) for p in PLOTS] + [out('report.md')]
+  files += [out(p) for p in PLOTS] + plasticity_files + [out('report.md')]
   return {'per_game': per_game, 'aggregates': table,
           'probability_of_improvement': poi, 'notes': notes, 'files': files}
 

@@ -203,6 +203,20 @@ def normalized(game: str, score):
   return human_normalized(game, score)
 
 
+NORMALIZATION_TEXT = {
+    'atari': ('human-normalised score (score - random) / (human - random), '
+              'with the random and human scores of the 26 Atari 100k games '
+              '(data/atari_100k_human_random.csv).'),
+    'minatar': ('random-normalised score (score - random mean) / random std: '
+                'standard deviations of random play\'s episode returns above '
+                'random play\'s mean (data/minatar_random.csv, 2,000 random '
+                'episodes per game under the protocol of gin_configs/minatar/'
+                '). 0 is random play; MinAtar has no human reference, so the '
+                'optimality gap\'s threshold 1 means one random-play standard '
+                'deviation, not human level.'),
+}
+
+
 def normalization_name(game_domain: str) -> str:
   return {'atari': 'human-normalised',
           'minatar': 'random-normalised'}[game_domain]
