@@ -23,11 +23,14 @@ from matplotlib.ticker import EngFormatter
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
+from bbf_dopamine import diagnostics
+
 PREFIX = 'Plasticity/'
 RESET_TAG = 'Plasticity/Reset'
 # Plotted, in this order, when logged: (tag, axis label).
 PLOTTED = (
-    ('Plasticity/DormantFraction/all', 'dormant fraction (tau = 0.025)'),
+    ('Plasticity/DormantFraction/all',
+     f'dormant fraction (tau = {diagnostics.DEFAULT_TAU:g})'),
     ('Plasticity/SRank/penultimate', 'srank of penultimate features'),
     ('Plasticity/PolicyChurn', 'policy churn'),
     ('Plasticity/ParamNorm/total', 'parameter norm'),
