@@ -13,8 +13,12 @@ instead of a vmapped loop, which is what a CPU or GPU runs fastest.
 Parameter tree (top-level keys are the names `shrink_perturb_keys` refers to):
   encoder           Impala CNN (or Nature CNN for SR-SPR / SPR)
   transition_model  two 3x3 convolutions applied per SPR step
-  projection        Dense(hidden_dim): first layer of the Q head and SPR projection
-  predictor         Dense(hidden_dim): SPR's online-only predictor
+  projection        first layer of the Q head and SPR projection:
+                    Dense(hidden_dim) (head_type 'dense', BBF), or a SoftMoE
+                    over the latent's tokens, flattened (head_type 'softmoe',
+                    moe.py; Obando-Ceron, Sokar et al., 2024)
+  predictor         SPR's online-only predictor: a dense layer as wide as the
+                    projection's output
   head              dueling C51 value and advantage streams
 """
 
@@ -22,10 +26,13 @@ import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+from flax.linen import dtypes
 import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bbf_dopamine import moe
 
 MODULE_NAMES = ('encoder', 'transition_model', 'projection', 'predictor', 'head')
 
@@ -166,6 +173,27 @@ def scaled_channels(channels, width_scale):
   return scaled
 
 
+class SameWidthDense(nn.Module):
+  """Dense layer whose output is as wide as its input: SPR's predictor.
+
+  The predictor's output is compared with a projection by cosine, so it must
+  be as wide as the projection, whose width the SoftMoE head only fixes at
+  the first call (T * d_out). Parameters and arithmetic are those of
+  `nn.Dense(width)`: same names, initialisers, RNG stream and dot.
+  """
+
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # x: (batch, width)
+    width = x.shape[-1]
+    kernel = self.param('kernel', _xavier, (width, width))
+    bias = self.param('bias', nn.initializers.zeros_init(), (width,))
+    x, kernel, bias = dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return y + bias
+
+
 class NoisyDense(nn.Module):
   """Factorised-Gaussian noisy linear layer (Fortunato et al., 2018, eq. 10-11).
 
@@ -247,12 +275,28 @@ class DuelingC51Head(nn.Module):
     return value + adv - adv.mean(axis=1, keepdims=True)
 
 
+HEAD_TYPES = ('dense', 'softmoe')
+
+
 @gin.configurable
 class BBFNetwork(nn.Module):
   """Encoder, SPR modules and Q head, exposed as separately callable methods.
 
   `__call__` (used only for initialisation) touches every module so that
   `init` creates the whole parameter tree.
+
+  head_type selects the projection (the Q head's first layer, also SPR's
+  projection): 'dense' is BBF's Dense(hidden_dim) on the flattened latent;
+  'softmoe' tokenises the latent (`tokenization`), applies a SoftMoE of
+  `num_experts` experts with `slots_per_expert` slots and `expert_width`
+  hidden units each, and flattens its output tokens: (batch, T * d_out),
+  d_out = `expert_output_dim` (None: the token size). hidden_dim is then
+  unused. num_experts = 1 is the tokenised single expert of Sokar et al.
+  (2024). Either way the head sees relu(projection), as in BBF, and the
+  predictor is as wide as the projection's output. (The RL paper feeds the
+  flattened tokens to its final layer without a ReLU; keeping BBF's keeps
+  the projection a drop-in for SPR, resets and the plasticity diagnostics,
+  whose penultimate layer is relu(projection).)
   """
 
   num_actions: int
@@ -263,6 +307,17 @@ class BBFNetwork(nn.Module):
   renormalize: bool = True
   dueling: bool = True
   noisy: bool = False
+  head_type: str = 'dense'
+  tokenization: str = 'per_position'
+  num_experts: int = 4
+  # None: ceil(T / num_experts), about one slot per token (capacity 1).
+  slots_per_expert: Optional[int] = None
+  expert_width: int = 512
+  # None: the token size d (the RL paper's experts keep it).
+  expert_output_dim: Optional[int] = None
+  # Puigcerver et al.'s l2-normalised routing logits (moe.py); the RL paper's
+  # code leaves it off.
+  moe_normalize: bool = False
   # Computation dtype (bf16 for mixed precision); parameters stay float32.
   dtype: Any = jnp.float32
 
@@ -278,15 +333,36 @@ class BBFNetwork(nn.Module):
                        "expected 'impala' or 'nature'.")
     self.transition_model = TransitionModel(self.num_actions, self.renormalize,
                                             self.dtype)
-    if self.noisy:
-      self.projection = NoisyDense(self.hidden_dim, self.dtype)
-    else:
-      self.projection = nn.Dense(self.hidden_dim, kernel_init=_xavier,
-                                 dtype=self.dtype)
-    self.predictor = nn.Dense(self.hidden_dim, kernel_init=_xavier,
-                              dtype=self.dtype)
+    self.projection = self._make_projection()
+    self.predictor = SameWidthDense(self.dtype)
     self.head = DuelingC51Head(self.num_actions, self.num_atoms, self.dueling,
                                self.noisy, self.dtype)
+
+  def _make_projection(self):
+    if self.head_type == 'dense':
+      if self.noisy:
+        return NoisyDense(self.hidden_dim, self.dtype)
+      return nn.Dense(self.hidden_dim, kernel_init=_xavier, dtype=self.dtype)
+    if self.head_type != 'softmoe':
+      raise ValueError(f'Unknown head_type {self.head_type!r}; expected one '
+                       f'of {HEAD_TYPES}.')
+    if self.tokenization not in moe.TOKENIZATIONS:
+      raise ValueError(f'Unknown tokenization {self.tokenization!r}; '
+                       f'expected one of {moe.TOKENIZATIONS}.')
+    for name in ('num_experts', 'slots_per_expert', 'expert_width',
+                 'expert_output_dim'):
+      value = getattr(self, name)
+      if value is not None and value < 1:
+        raise ValueError(f'{name} must be positive, got {value!r}.')
+    if self.noisy:
+      # The experts' layers have no noisy variant (SPR's noisy nets).
+      raise ValueError("noisy=True needs head_type='dense'.")
+    return moe.TokenizedSoftMoE(
+        num_experts=self.num_experts, expert_width=self.expert_width,
+        tokenization=self.tokenization,
+        slots_per_expert=self.slots_per_expert,
+        output_dim=self.expert_output_dim, normalize=self.moe_normalize,
+        dtype=self.dtype)
 
   def encode(self, x):
     """(batch, 84, 84, stack) float in [0, 1] -> (batch, h, w, c) latent.
@@ -300,7 +376,12 @@ class BBFNetwork(nn.Module):
     return renormalize(latent) if self.renormalize else latent
 
   def project(self, latent, key=None):
-    """Latent -> (batch, hidden_dim): the shared first Q-head layer, no ReLU."""
+    """Latent -> (batch, width): the shared first Q-head layer, no ReLU.
+
+    width is hidden_dim for the dense head, T * d_out for the SoftMoE head.
+    """
+    if self.head_type == 'softmoe':
+      return self.projection(latent)
     flat = latent.reshape(latent.shape[0], -1)
     return self.projection(flat, key) if self.noisy else self.projection(flat)
 

@@ -89,6 +89,9 @@ FACTS = {
         resets=(), n=(10, 10), gamma=(0.99, 0.99), encoder='nature',
         noisy=True, target_tau=1.0, act_with_target=False,
         weight_decay=False),
+    'bbf_softmoe4.gin': {},
+    'bbf_softmoe8.gin': {},
+    'bbf_tokenized1.gin': {},
 }
 
 # Each variant's bindings that differ from bbf.gin; REMOVED: not bound.
@@ -103,6 +106,23 @@ _NATURE = {
     'BBFAgent.update_horizon': 10,
     'create_scaling_optimizer.weight_decay': 0.0,
 }
+
+
+def softmoe_bindings(experts, slots, width, output_dim=None):
+  """A SoftMoE head over per-position tokens (bbf_dopamine/moe.py); also
+  used by test_minatar_gin_configs.py."""
+  bindings = {
+      'BBFNetwork.head_type': 'softmoe',
+      'BBFNetwork.tokenization': 'per_position',
+      'BBFNetwork.num_experts': experts,
+      'BBFNetwork.slots_per_expert': slots,
+      'BBFNetwork.expert_width': width,
+  }
+  if output_dim is not None:
+    bindings['BBFNetwork.expert_output_dim'] = output_dim
+  return bindings
+
+
 DEVIATIONS = {
     'bbf_cpu_demo.gin': {
         'BBFNetwork.width_scale': 0.25,
@@ -145,6 +165,10 @@ DEVIATIONS = {
         'BBFAgent.target_update_tau': 1.0,
         'BBFAgent.target_action_selection': False,
     }),
+    # 121 tokens (11x11 latent), ceil(121 / experts) slots, 16 features out.
+    'bbf_softmoe4.gin': softmoe_bindings(4, 31, 2048, 16),
+    'bbf_softmoe8.gin': softmoe_bindings(8, 16, 2048, 16),
+    'bbf_tokenized1.gin': softmoe_bindings(1, 121, 8192, 16),
 }
 
 
@@ -321,7 +345,18 @@ def test_encoder_follows_file(name):
   else:
     assert sorted(encoder) == ['Conv_0', 'Conv_1', 'Conv_2']
     assert encoder['Conv_0']['kernel'].shape == (8, 8, 4, round(32 * width))
-  assert shapes['params']['projection']['kernel'].shape[-1] == 32
+  projection = shapes['params']['projection']
+  if written.get('BBFNetwork.head_type') == 'softmoe':
+    # Experts' first layer: (experts, token size = last stage's channels,
+    # expert width); the predictor is as wide as the flattened tokens.
+    experts = written['BBFNetwork.num_experts']
+    kernel = projection['softmoe']['expert_kernel_0']
+    assert kernel.shape == (experts, round(32 * width),
+                            written['BBFNetwork.expert_width'])
+    out = written.get('BBFNetwork.expert_output_dim', round(32 * width))
+    assert shapes['params']['predictor']['kernel'].shape == (121 * out,) * 2
+  else:
+    assert projection['kernel'].shape[-1] == 32
 
 
 def test_checker_reports_unused_bindings(tmp_path):

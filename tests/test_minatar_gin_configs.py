@@ -30,6 +30,7 @@ from test_gin_configs import comparable
 from test_gin_configs import file_bindings
 from test_gin_configs import REMOVED
 from test_gin_configs import short
+from test_gin_configs import softmoe_bindings
 from test_gin_configs import unused_bindings
 
 MINATAR_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin_configs' / (
@@ -45,6 +46,10 @@ MINATAR_DEVIATIONS = {
     'bbf_no_wd.gin': {'create_scaling_optimizer.weight_decay': 0.0},
     'bbf_n10.gin': {'BBFAgent.update_horizon': 10},
     'bbf_gamma099.gin': {'BBFAgent.gamma': 0.99, 'BBFAgent.min_gamma': 0.99},
+    # 9 tokens (3x3 latent), ceil(9 / experts) slots; experts keep d = 32.
+    'bbf_softmoe4.gin': softmoe_bindings(4, 3, 512),
+    'bbf_softmoe8.gin': softmoe_bindings(8, 2, 512),
+    'bbf_tokenized1.gin': softmoe_bindings(1, 9, 2048),
 }
 
 # What each file must produce in the agent: differences from BBF_FACTS
@@ -58,6 +63,9 @@ MINATAR_FACTS = {
     'bbf_no_wd.gin': dict(weight_decay=False),
     'bbf_n10.gin': dict(n=(10, 10)),
     'bbf_gamma099.gin': dict(gamma=(0.99, 0.99)),
+    'bbf_softmoe4.gin': {},
+    'bbf_softmoe8.gin': {},
+    'bbf_tokenized1.gin': {},
 }
 
 # Cheap: a tiny network and replay, 40 agent steps (training from the 21st),
