@@ -104,13 +104,14 @@ def test_runner_builds_and_every_binding_is_used(name, tmp_path):
   assert isinstance(runner, runner_lib.Atari100kRunner)
   assert isinstance(agent, agent_lib.BBFAgent)
   assert agent.observation_shape == (10, 10, 4)  # breakout: 4 channels
+  # Before training: the n / gamma schedules start at their first value.
+  expected = dict(BBF_FACTS, **MINATAR_FACTS[name])
+  assert agent_facts(agent) == expected, name
   runner.run_experiment()
   assert runner._total_steps == 40  # pylint: disable=protected-access
   assert agent.gradient_steps > 0
   assert unused_bindings(written, runner) == set(), (
       f'{name}: bindings that no configurable used')
-  expected = dict(BBF_FACTS, **MINATAR_FACTS[name])
-  assert agent_facts(agent) == expected, name
 
 
 @pytest.mark.parametrize('name', [n for n in BBF_FILES if n != 'bbf.gin'])
@@ -135,3 +136,34 @@ def test_variant_is_minatar_bbf_plus_declared_deviations(name):
   for binding in MINATAR_DEVIATIONS[name]:
     assert binding in header, f'{name}: header does not list {binding}'
   assert f'--gin_files=gin_configs/minatar/{name}' in header
+
+
+STUDY_DIR = MINATAR_DIR.parents[1] / 'results' / 'minatar' / 'configs'
+# The study's budget (results/minatar/configs/*.gin): rebinds only these.
+STUDY_BUDGET = {'Atari100kRunner.training_steps': 1_000,
+                'BBFAgent.reset_every': 2_500,
+                'BBFAgent.cycle_steps': 1_250,
+                'BBFAgent.diagnostics_every': 250,
+                'BBFAgent.no_resets_after': 10_000}
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in STUDY_DIR.glob('*.gin')))
+def test_study_config_is_its_shipped_file_on_the_study_budget(
+    name, monkeypatch):
+  monkeypatch.chdir(MINATAR_DIR.parents[1])  # gin resolves includes from cwd
+  text = (STUDY_DIR / name).read_text()
+  shipped = MINATAR_DIR / name
+  assert f"include 'gin_configs/minatar/{name}'" in text
+  base = {short(sel, p): comparable(v)
+          for (_, sel, p), v in file_bindings(shipped).items()}
+  study = {short(sel, p): comparable(v)
+           for (_, sel, p), v in file_bindings(STUDY_DIR / name).items()}
+  changed = {k: v for k, v in study.items() if base.get(k, REMOVED) != v}
+  assert set(base) <= set(study)
+  budget = {k: v for k, v in STUDY_BUDGET.items() if k in changed}
+  assert changed == budget and 'Atari100kRunner.training_steps' in changed
+  if name.startswith('bbf'):
+    assert changed['BBFAgent.reset_every'] == 2_500
+    # No reset at the end of training; none at all where the file has none.
+    resets = base['BBFAgent.no_resets_after'] > 0
+    assert ('BBFAgent.no_resets_after' in changed) == resets
