@@ -16,8 +16,7 @@ The pure computations live in `learner.py` (gradient step), `returns.py`,
 drives them from Dopamine's `begin_episode / step / end_episode` contract.
 """
 
-import os
-import pickle
+import functools
 
 from absl import logging
 from dopamine.jax.agents.dqn import dqn_agent
@@ -28,15 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from bbf_dopamine import agent_checkpoint
 from bbf_dopamine import learner
 from bbf_dopamine import networks
+from bbf_dopamine import numerics
 from bbf_dopamine import optimizers
 from bbf_dopamine import plasticity
+from bbf_dopamine import pruning
+from bbf_dopamine import redo
 from bbf_dopamine import replay as replay_lib
 from bbf_dopamine import resets
 from bbf_dopamine import schedules
 
-REPLAY_FILE = 'bbf_replay_ckpt.{}.npz'
+REPLAY_FILE = agent_checkpoint.REPLAY_FILE
 
 
 def _positive(name, value):
@@ -45,7 +48,7 @@ def _positive(name, value):
 
 
 @gin.configurable
-class BBFAgent(dqn_agent.JaxDQNAgent):
+class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
   """BBF. Subclasses JaxDQNAgent so Dopamine's Runner passes it terminals.
 
   The parent constructor is not called: it builds a fixed-n replay buffer and
@@ -102,6 +105,18 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
                log_every=100,
                diagnostics_every=1000,
                diagnostics_batch_size=256,
+               # ReDo (Sokar et al., 2023; redo.py); redo_every = 0: off.
+               redo_every=0,
+               redo_tau=0.1,
+               redo_layers='encoder,projection',
+               redo_batch_size=256,
+               # Gradual magnitude pruning (pruning.py); 0 sparsity: off.
+               target_sparsity=0.0,
+               pruning_start=0.2,
+               pruning_end=0.8,
+               pruning_frequency=1000,
+               prune_layers='encoder,transition_model,projection,predictor,head',
+               pruning_total_steps=100_000,
                # Compatibility with the official code's defects (see README).
                legacy_nstep=False,
                legacy_spr_mask=False,
@@ -226,11 +241,20 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
     self._reset_rng = key_reset
     self._np_rng = np.random.default_rng(self._seed)
     params = self._init_params(key_init)
+    self._redo = redo.Recycler(redo_every, redo_tau, redo_layers,
+                               redo_batch_size, self._seed)
+    # Fails now, not at the first recycling, on a network without the layers.
+    redo.recyclable_layers(self.network_def, params, self._redo.groups)
+    self._pruner = pruning.Pruner(target_sparsity, pruning_start,
+                                  pruning_end, pruning_frequency,
+                                  prune_layers, pruning_total_steps)
     self._state = learner.TrainState(
         online_params=params,
         target_params=jax.tree_util.tree_map(jnp.copy, params),
         opt_state=self.optimizer.init(params),
-        rng=key_learn)
+        rng=key_learn,
+        masks=(pruning.initial_masks(params, self._pruner.layers)
+               if self._pruner.enabled else None))
 
     self.training_steps = 0  # agent (environment) steps, Dopamine's name
     self.gradient_steps = 0
@@ -284,9 +308,13 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
 
   def _reset_state(self, state, key_online, key_target):
     """Pure: the TrainState after a shrink-and-perturb reset."""
-    reset = lambda params, key: resets.shrink_perturb(
-        params, self._init_params(key), self.shrink_perturb_keys,
-        self.shrink_factor, self.perturb_factor)
+    def reset(params, key):
+      params = resets.shrink_perturb(
+          params, self._init_params(key), self.shrink_perturb_keys,
+          self.shrink_factor, self.perturb_factor)
+      if state.masks is not None:  # a reset keeps the pruned topology
+        params = pruning.apply_masks(params, state.masks)
+      return params
     return state._replace(
         online_params=reset(state.online_params, key_online),
         target_params=reset(state.target_params, key_target),
@@ -392,7 +420,8 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
             self._state, batch, jnp.int32(n), jnp.float32(gamma),
             config=self._config)
         priorities = np.asarray(priorities)  # the step's one host sync
-        self._check_finite(metrics, indices, batch, n, gamma)
+        numerics.check_finite(metrics, self.gradient_steps, self.training_steps,
+                              self.debug_dir, indices, batch, n, gamma)
         self._replay.update_priorities(indices, priorities.reshape(-1))
         previous = self.gradient_steps
         self.gradient_steps += self.batches_to_group
@@ -400,6 +429,12 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
           self._log(metrics, n, gamma)
         if self._plasticity.due(previous, self.gradient_steps):
           self._measure_plasticity()
+        if self._redo.due(previous, self.gradient_steps):
+          self._recycle()
+        sparsity = self._pruner.due(previous, self.gradient_steps,
+                                    self.training_steps)
+        if sparsity is not None:
+          self._prune(sparsity)
     self.training_steps += 1
     if schedules.is_reset_step(self.training_steps, self.reset_every,
                                self.no_resets_after):
@@ -410,35 +445,34 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
       if reset:
         self._measure_plasticity({'Plasticity/Reset': 1.0})
 
+  def _recycle(self):
+    """ReDo on a replay batch (redo.py); logs the recycled fractions."""
+    states = self._redo.sample_states(self._replay, functools.partial(
+        plasticity.replay_states, stack_size=self.stack_size))
+    fresh = self._init_params(self._redo.fresh_key())
+    online, opt_state, fractions = redo.recycle_dormant(
+        self.network_def, self._state.online_params, fresh,
+        self._state.opt_state, states, jnp.float32(self._redo.tau),
+        self._redo.groups)
+    if self._state.masks is not None:
+      online = pruning.apply_masks(online, self._state.masks)
+    self._state = self._state._replace(online_params=online,
+                                       opt_state=opt_state)
+    self._write_scalars({f'Plasticity/Recycled/{k}': float(v)
+                         for k, v in fractions.items()}, self.gradient_steps)
+
+  def _prune(self, sparsity):
+    """Magnitude pruning to `sparsity` (pruning.py); logs every layer's."""
+    counts = pruning.num_pruned(self._state.masks, sparsity)
+    self._state = pruning.prune(self._state, counts)
+    self._pruner.applied = sparsity
+    self._write_scalars({f'Plasticity/Sparsity/{k}': v for k, v in
+                         pruning.sparsities(self._state.masks).items()},
+                        self.gradient_steps)
+
   def _measure_plasticity(self, extra=None):
     values = self._plasticity.measure(self._state.online_params, self._replay)
     self._write_scalars(dict(values, **(extra or {})), self.gradient_steps)
-
-  def _check_finite(self, metrics, indices, batch, n, gamma):
-    """Stops the run at the first non-finite loss, gradient or parameter.
-
-    The run stops before anything else is written, so no checkpoint ever
-    holds non-finite parameters. The offending batch is saved for debugging
-    in `debug_dir` (the run's base_dir when created through the plugin).
-    """
-    for quantity in ('FiniteLoss', 'FiniteGradients', 'FiniteParameters'):
-      flags = np.asarray(metrics[quantity])
-      if flags.all():
-        continue
-      step = self.gradient_steps + int(np.argmin(flags)) + 1
-      path = None
-      if self.debug_dir:
-        os.makedirs(self.debug_dir, exist_ok=True)
-        path = os.path.join(self.debug_dir, f'nonfinite_step_{step}.npz')
-        np.savez(path, indices=indices, n=n, gamma=gamma,
-                 **{k: np.asarray(v) for k, v in batch._asdict().items()},
-                 **{k: np.asarray(v) for k, v in metrics.items()})
-      message = (f'Non-finite {quantity[len("Finite"):].lower()} at gradient '
-                 f'step {step} (agent step {self.training_steps}); training '
-                 'stopped before any checkpoint was written.')
-      if path:
-        message += f' The batch is saved in {path}.'
-      raise FloatingPointError(message)
 
   def _log(self, metrics, n, gamma):
     values = {k: float(np.mean(v)) for k, v in metrics.items()
@@ -458,89 +492,3 @@ class BBFAgent(dqn_agent.JaxDQNAgent):
           [statistics_instance.StatisticsInstance(k, v, step)
            for k, v in values.items()],
           collector_allowlist=self._collector_allowlist)
-
-  # Checkpointing --------------------------------------------------------
-
-  def attach_environment(self, environment):
-    """Lets checkpoints carry the environment's state and RNG.
-
-    With sticky actions the ALE draws from its own RNG; without its state a
-    resumed run would replay the seed's stream from the start and diverge
-    from an uninterrupted one.
-    """
-    self._environment = environment
-
-  def _ale(self):
-    inner = getattr(self._environment, 'environment', self._environment)
-    return getattr(getattr(inner, 'unwrapped', None), 'ale', None)
-
-  @property
-  def checkpoint_nbytes(self):
-    """Upper bound of one checkpoint's size on disk (replay + state)."""
-    state = sum(x.nbytes for x in jax.tree_util.tree_leaves(self._state))
-    return self._replay.nbytes + state
-
-  def bundle_and_checkpoint(self, checkpoint_dir, iteration_number):
-    if not tf.io.gfile.exists(checkpoint_dir):
-      return None
-    self._replay.save(
-        os.path.join(checkpoint_dir, REPLAY_FILE.format(iteration_number)))
-    # Replay files whose checkpoint is gone (Dopamine's Checkpointer deletes
-    # ckpt.N and its sentinel, not ours); Atari100kRunner prunes them itself.
-    for name in os.listdir(checkpoint_dir):
-      number = name[len('bbf_replay_ckpt.'):-len('.npz')]
-      if (name.startswith('bbf_replay_ckpt.') and name.endswith('.npz') and
-          number.isdigit() and int(number) < iteration_number and
-          not os.path.exists(os.path.join(
-              checkpoint_dir, f'sentinel_checkpoint_complete.{number}'))):
-        os.remove(os.path.join(checkpoint_dir, name))
-    to_host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
-    ale = self._ale()
-    return {
-        'bbf_version': 1,
-        'train_state': to_host(self._state),
-        'acting_rng': np.asarray(self._rng),
-        'reset_rng': np.asarray(self._reset_rng),
-        'numpy_rng': self._np_rng.bit_generator.state,
-        'training_steps': self.training_steps,
-        'gradient_steps': self.gradient_steps,
-        'cycle_start': self.cycle_start,
-        'num_resets': self.num_resets,
-        'state': self.state.copy(),
-        'ale_state': (pickle.dumps(ale.cloneState(include_rng=True))
-                      if ale is not None else None),
-        'plasticity': self._plasticity.bundle(),
-    }
-
-  def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
-    if bundle_dictionary is None or 'bbf_version' not in bundle_dictionary:
-      raise ValueError(
-          f'Checkpoint {iteration_number} in {checkpoint_dir} was not written '
-          'by BBFAgent (no bbf_version entry).')
-    replay_path = os.path.join(checkpoint_dir,
-                               REPLAY_FILE.format(iteration_number))
-    if not os.path.exists(replay_path):
-      raise FileNotFoundError(
-          f'Replay checkpoint {replay_path} is missing; cannot resume.')
-    self._replay.load(replay_path)
-    saved = bundle_dictionary['train_state']
-    fresh = jax.tree_util.tree_structure(self._state)
-    if jax.tree_util.tree_structure(saved) != fresh:
-      raise ValueError(
-          f'Checkpoint {iteration_number} in {checkpoint_dir} holds a network '
-          'or optimiser of a different shape than this configuration.')
-    self._state = jax.tree_util.tree_map(jnp.asarray, saved)
-    self._rng = jnp.asarray(bundle_dictionary['acting_rng'])
-    self._reset_rng = jnp.asarray(bundle_dictionary['reset_rng'])
-    self._np_rng.bit_generator.state = bundle_dictionary['numpy_rng']
-    for name in ('training_steps', 'gradient_steps', 'cycle_start',
-                 'num_resets'):
-      setattr(self, name, bundle_dictionary[name])
-    self.state = bundle_dictionary['state']
-    if 'plasticity' in bundle_dictionary:
-      self._plasticity.unbundle(bundle_dictionary['plasticity'])
-    ale = self._ale()
-    if bundle_dictionary.get('ale_state') is not None and ale is not None:
-      ale.restoreState(pickle.loads(bundle_dictionary['ale_state']))
-    return True
-

@@ -23,6 +23,7 @@ import optax
 from bbf_dopamine import augmentation
 from bbf_dopamine import diagnostics
 from bbf_dopamine import losses
+from bbf_dopamine import pruning
 from bbf_dopamine import returns
 
 
@@ -31,6 +32,8 @@ class TrainState(NamedTuple):
   target_params: Any
   opt_state: Any
   rng: jax.Array
+  # Pruning masks (pruning.py), a tree like the parameters; None: dense.
+  masks: Any = None
 
 
 class Batch(NamedTuple):
@@ -169,12 +172,20 @@ def _minibatch_step(config, n, gamma, state, mb):
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, (dqn_loss, spr)), grads = grad_fn(state.online_params)
+  if state.masks is not None:
+    # Pruned weights get no gradient, so their Adam moments stay zero.
+    grads = pruning.apply_masks(grads, state.masks)
   updates, opt_state = config.optimizer.update(grads, state.opt_state,
                                                state.online_params)
   online = optax.apply_updates(state.online_params, updates)
   tau = config.target_update_tau
   target = jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o,
                                   state.target_params, online)
+  if state.masks is not None:
+    # Weight decay and momentum move a pruned weight off zero; the masks
+    # hold after every update, for the EMA target as well.
+    online = pruning.apply_masks(online, state.masks)
+    target = pruning.apply_masks(target, state.masks)
   all_finite = lambda tree: jnp.all(jnp.stack(
       [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
   metrics = {
@@ -191,7 +202,8 @@ def _minibatch_step(config, n, gamma, state, mb):
   metrics.update(diagnostics.tagged('GradNorm',
                                     diagnostics.gradient_norms(grads)))
   priorities = jnp.sqrt(dqn_loss + 1e-10)
-  return TrainState(online, target, opt_state, rng), (metrics, priorities)
+  return (TrainState(online, target, opt_state, rng, state.masks),
+          (metrics, priorities))
 
 
 @functools.partial(jax.jit, static_argnames='config', donate_argnums=(0,))

@@ -57,6 +57,16 @@ def module_name(path):
   return key if key in MODULE_NAMES else None
 
 
+def parameter_key(path):
+  """A parameter's keys below flax's 'params' root, e.g. ('head', 'value',
+  'kernel'), for a parameter tree or Adam's mu / nu (which mirror it); None
+  for a leaf outside any parameter tree (Adam's step count)."""
+  keys = [getattr(entry, 'key', None) for entry in path]
+  if 'params' not in keys:
+    return None
+  return tuple(keys[keys.index('params') + 1:])
+
+
 def renormalize(x):
   """Min-max rescales each example to [0, 1] over all non-batch axes.
 

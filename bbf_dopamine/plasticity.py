@@ -28,7 +28,7 @@ from bbf_dopamine import returns
 
 
 @functools.partial(jax.jit, static_argnames=('stack_size',))
-def _stacks(frames, episode_ends, stack_size):
+def replay_states(frames, episode_ends, stack_size):
   """(B, W, h, w[, C]) replay windows -> (B, h, w[, C], S) states s_t."""
   return jax.vmap(lambda f, e: returns.frame_stacks(
       f, e, jnp.zeros((1,), jnp.int32), stack_size)[0])(frames, episode_ends)
@@ -74,7 +74,7 @@ class PlasticityMonitor(object):
     if self.probe_states is None:
       indices, _ = replay.sample(self._batch_size, self._rng)
       window = replay.gather(indices)
-      self.probe_states = np.asarray(_stacks(
+      self.probe_states = np.asarray(replay_states(
           window['frames'], window['episode_ends'], self._stack_size))
     metrics, greedy = diagnostics.probe(
         self._network, params, self.probe_states, self._support,

@@ -1,0 +1,177 @@
+# coding=utf-8
+"""Gradual magnitude pruning (pruning.py).
+
+  * the cubic schedule against hand-computed values (Zhu & Gupta, eq. 1);
+  * a pruning step zeroes exactly floor(s * n) weights of every pruned
+    tensor, the smallest in magnitude (numpy sort), keeps earlier pruned
+    weights pruned, and leaves biases and unpruned modules bit-identical;
+  * 100 AdamW updates with weight decay through the learner keep every
+    pruned weight (online and target) and its Adam moments exactly zero;
+  * the agent prunes on schedule: each logged sparsity is the schedule's
+    value at that agent step, floored per tensor.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bbf_dopamine import agent as agent_lib
+from bbf_dopamine import learner
+from bbf_dopamine import networks
+from bbf_dopamine import optimizers
+from bbf_dopamine import pruning
+from test_learner import _batch
+from test_learner import ACTIONS
+from test_learner import JUMPS
+from test_learner import STACK
+
+
+def test_schedule_by_hand():
+  # s_f = 0.9 from t0 = 20 to t1 = 80: s(50) = 0.9 (1 - 0.5^3) = 0.7875.
+  at = functools.partial(pruning.sparsity_at, start=20, end=80, target=0.9)
+  assert at(0) == 0.0 and at(19) == 0.0 and at(20) == 0.0
+  assert at(50) == pytest.approx(0.7875)
+  assert at(35) == pytest.approx(0.9 * (1 - 0.75 ** 3))
+  assert at(80) == 0.9 and at(1000) == 0.9
+  assert pruning.sparsity_at(50, 20, 80, 0.0) == 0.0
+
+
+def _state(layers):
+  net = networks.BBFNetwork(num_actions=ACTIONS, width_scale=0.25,
+                            hidden_dim=32)
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 84, 84, STACK)))
+  optimizer = optimizers.create_scaling_optimizer(learning_rate=1e-3,
+                                                  encoder_learning_rate=1e-3,
+                                                  weight_decay=0.1)
+  state = learner.TrainState(params, jax.tree_util.tree_map(jnp.copy, params),
+                             optimizer.init(params), jax.random.PRNGKey(1),
+                             masks=pruning.initial_masks(params, layers))
+  config = learner.LearnerConfig(network=net, optimizer=optimizer,
+                                 stack_size=STACK, jumps=JUMPS)
+  return state, config
+
+
+def _by_key(tree):
+  return {networks.parameter_key(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_prune_step_by_hand():
+  layers = ('encoder', 'projection', 'head')
+  state, _ = _state(layers)
+  before = _by_key(state.online_params)
+  state = pruning.prune(state, pruning.num_pruned(state.masks, 0.5))
+  first = _by_key(state.online_params)
+  state = pruning.prune(state, pruning.num_pruned(state.masks, 0.8))
+  after = _by_key(state.online_params)
+  target = _by_key(state.target_params)
+  pruned = 0
+  for key, old in before.items():
+    new = after[key]
+    np.testing.assert_array_equal(target[key], new)  # same mask on target
+    if key[0] not in layers or old.ndim < 2:
+      np.testing.assert_array_equal(new, old, str(key))  # untouched
+      continue
+    n = old.size
+    zeros = int(np.floor(0.8 * n))
+    assert np.sum(new == 0) == zeros, key
+    # The kept weights are the largest |w| and unchanged.
+    kept = new != 0
+    np.testing.assert_array_equal(new[kept], old[kept])
+    assert np.abs(old[kept]).min() >= np.abs(old[~kept]).max()
+    # Weights pruned at 50% stay pruned at 80%.
+    assert np.all(new[first[key] == 0] == 0)
+    assert np.sum(first[key] == 0) == int(np.floor(0.5 * n))
+    pruned += 1
+  assert pruned >= 10
+  values = pruning.sparsities(state.masks)
+  assert set(values) >= {'encoder', 'projection', 'head', 'all'}
+  assert 'transition_model' not in values
+  assert values['projection/kernel'] == (
+      np.floor(0.8 * before[('projection', 'kernel')].size) /
+      before[('projection', 'kernel')].size)
+
+
+def test_pruned_weights_stay_zero_under_adamw():
+  layers = networks.MODULE_NAMES
+  state, config = _state(layers)
+  state = pruning.prune(state, pruning.num_pruned(state.masks, 0.9))
+  masks = _by_key(state.masks)
+  start = _by_key(state.online_params)
+  for step in range(100):  # one minibatch per call: 100 AdamW updates
+    state, metrics, _ = learner.train(state, _batch(step), jnp.int32(3),
+                                      jnp.float32(0.97), config=config)
+  assert np.all(np.isfinite(np.asarray(metrics['Loss'])))
+  online, target = _by_key(state.online_params), _by_key(state.target_params)
+  changed = 0
+  for key, mask in masks.items():
+    if mask.ndim == 0:
+      continue
+    assert np.all(online[key][mask == 0] == 0), key
+    assert np.all(target[key][mask == 0] == 0), key
+    changed += not np.array_equal(online[key][mask == 1],
+                                  start[key][mask == 1])
+  assert changed == sum(m.ndim > 0 for m in masks.values())  # all trained
+  # Adam's moments of pruned weights are zero.
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state):
+    key = networks.parameter_key(path)
+    if key is None or masks[key].ndim == 0:
+      continue
+    assert np.all(np.asarray(leaf)[masks[key] == 0] == 0), key
+
+
+def test_agent_prunes_on_schedule():
+  net = functools.partial(networks.BBFNetwork, width_scale=0.25,
+                          hidden_dim=16)
+  agent = agent_lib.BBFAgent(
+      num_actions=3, observation_shape=(12, 12), network=net, seed=0,
+      min_replay_history=20, replay_ratio=32, batch_size=16,
+      batches_to_group=2, jumps=2, replay_capacity=500, reset_every=50,
+      no_resets_after=100, diagnostics_every=0, target_sparsity=0.9,
+      pruning_start=0.2, pruning_end=0.8, pruning_total_steps=100,
+      pruning_frequency=8, prune_layers='encoder,projection,head')
+  sizes = {networks.parameter_key(p): m.size for p, m in
+           jax.tree_util.tree_leaves_with_path(agent._state.masks)  # pylint: disable=protected-access
+           if m.ndim}
+  logged = []
+  agent._write_scalars = lambda values, step: logged.append(  # pylint: disable=protected-access
+      (agent.training_steps, values))
+  rng = np.random.default_rng(0)
+  agent.begin_episode(rng.integers(0, 256, (12, 12)))
+  for _ in range(99):
+    agent.step(0.0, rng.integers(0, 256, (12, 12)))
+  assert agent.training_steps == 100 and agent.num_resets == 1
+  prunes = [(t, v) for t, v in logged if 'Plasticity/Sparsity/all' in v]
+  steps = [t for t, _ in prunes]
+  # Every 8 gradient steps (4 agent steps) from agent step 20 to 80; at 20
+  # the schedule's sparsity is still 0.
+  assert steps == list(range(24, 81, 4)), steps
+  for t, values in prunes:
+    s = pruning.sparsity_at(t, 20, 80, 0.9)
+    for key, n in sizes.items():
+      assert values['Plasticity/Sparsity/' + '/'.join(key)] == (
+          np.floor(s * n) / n), (t, key)
+  # At the end: 90% per tensor, after a reset at step 50 too; biases and
+  # the transition model dense.
+  final = _by_key(agent.online_params)
+  for key, n in sizes.items():
+    assert np.sum(final[key] == 0) == np.floor(0.9 * n), key
+  assert np.all(final[('transition_model', 'Conv_0', 'kernel')] != 0)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(target_sparsity=1.0), 'target_sparsity'),
+    (dict(target_sparsity=0.9, pruning_start=0.8, pruning_end=0.2),
+     'pruning_start'),
+    (dict(target_sparsity=0.9, pruning_frequency=0), 'pruning_frequency'),
+    (dict(target_sparsity=0.9, prune_layers='encoder,torso'), 'prune_layers'),
+])
+def test_bad_values_name_the_parameter(kwargs, match):
+  net = functools.partial(networks.BBFNetwork, width_scale=0.25,
+                          hidden_dim=16)
+  with pytest.raises(ValueError, match=match):
+    agent_lib.BBFAgent(num_actions=3, observation_shape=(12, 12),
+                       network=net, **kwargs)
