@@ -66,7 +66,14 @@ BBF_FACTS = dict(
     resets=(20_000, 40_000, 60_000, 80_000),
     n=(10, 3), gamma=(0.97, 0.997), shrink_perturb=(0.5, 0.5),
     spr_weight=5.0, encoder='impala', noisy=False, target_tau=0.005,
-    act_with_target=True, weight_decay=True)
+    act_with_target=True, weight_decay=True, redo=None, pruning=None)
+# ReDo every 1k gradient steps at tau 0.1 on the encoder and projection; GMP
+# from 20k to 80k agent steps every 1k gradient steps, all modules.
+REDO_FACTS = (1_000, 0.1, ('encoder', 'projection'))
+def prune_facts(sparsity):
+  return (sparsity, 20_000, 80_000, 1_000, networks.MODULE_NAMES)
+
+
 FACTS = {
     'bbf.gin': {},
     'bbf_cpu_demo.gin': {},
@@ -92,6 +99,10 @@ FACTS = {
     'bbf_softmoe4.gin': {},
     'bbf_softmoe8.gin': {},
     'bbf_tokenized1.gin': {},
+    'bbf_redo.gin': dict(redo=REDO_FACTS),
+    'bbf_redo_no_resets.gin': dict(redo=REDO_FACTS, resets=()),
+    'bbf_prune90.gin': dict(pruning=prune_facts(0.9)),
+    'bbf_prune95.gin': dict(pruning=prune_facts(0.95)),
 }
 
 # Each variant's bindings that differ from bbf.gin; REMOVED: not bound.
@@ -121,6 +132,20 @@ def softmoe_bindings(experts, slots, width, output_dim=None):
   if output_dim is not None:
     bindings['BBFNetwork.expert_output_dim'] = output_dim
   return bindings
+
+
+REDO_BINDINGS = {'BBFAgent.redo_every': 1_000, 'BBFAgent.redo_tau': 0.1,
+                 'BBFAgent.redo_layers': 'encoder,projection'}
+
+
+def prune_bindings(sparsity):
+  """Gradual magnitude pruning (pruning.py); also test_minatar_gin_configs."""
+  return {'BBFAgent.target_sparsity': sparsity,
+          'BBFAgent.pruning_start': 0.2, 'BBFAgent.pruning_end': 0.8,
+          'BBFAgent.pruning_frequency': 1_000,
+          'BBFAgent.pruning_total_steps': 100_000,
+          'BBFAgent.prune_layers':
+              'encoder,transition_model,projection,predictor,head'}
 
 
 DEVIATIONS = {
@@ -169,6 +194,11 @@ DEVIATIONS = {
     'bbf_softmoe4.gin': softmoe_bindings(4, 31, 2048, 16),
     'bbf_softmoe8.gin': softmoe_bindings(8, 16, 2048, 16),
     'bbf_tokenized1.gin': softmoe_bindings(1, 121, 8192, 16),
+    'bbf_redo.gin': REDO_BINDINGS,
+    'bbf_redo_no_resets.gin': dict(REDO_BINDINGS,
+                                   **{'BBFAgent.no_resets_after': 0}),
+    'bbf_prune90.gin': prune_bindings(0.9),
+    'bbf_prune95.gin': prune_bindings(0.95),
 }
 
 
@@ -256,6 +286,7 @@ def agent_facts(agent):
   gamma = lambda t: round(schedules.gamma_at(
       t, agent.min_gamma, agent.gamma, agent.cycle_steps), 9)
   config = agent._config  # pylint: disable=protected-access
+  recycler, pruner = agent._redo, agent._pruner  # pylint: disable=protected-access
   return dict(
       updates_per_step=agent.num_updates_per_step,
       batches_to_group=agent.batches_to_group,
@@ -268,7 +299,11 @@ def agent_facts(agent):
       noisy=bool(agent.noisy and agent.network_def.noisy),
       target_tau=config.target_update_tau,
       act_with_target=agent.target_action_selection,
-      weight_decay=decays_weights(agent))
+      weight_decay=decays_weights(agent),
+      redo=((recycler.every, recycler.tau, recycler.groups)
+            if recycler.every else None),
+      pruning=((pruner.target, pruner.start_step, pruner.end_step,
+                pruner.frequency, pruner.layers) if pruner.enabled else None))
 
 
 # Tests ----------------------------------------------------------------------

@@ -30,6 +30,10 @@ from test_gin_configs import comparable
 from test_gin_configs import file_bindings
 from test_gin_configs import REMOVED
 from test_gin_configs import short
+from test_gin_configs import prune_bindings
+from test_gin_configs import prune_facts
+from test_gin_configs import REDO_BINDINGS
+from test_gin_configs import REDO_FACTS
 from test_gin_configs import softmoe_bindings
 from test_gin_configs import unused_bindings
 
@@ -50,6 +54,11 @@ MINATAR_DEVIATIONS = {
     'bbf_softmoe4.gin': softmoe_bindings(4, 3, 512),
     'bbf_softmoe8.gin': softmoe_bindings(8, 2, 512),
     'bbf_tokenized1.gin': softmoe_bindings(1, 9, 2048),
+    'bbf_redo.gin': REDO_BINDINGS,
+    'bbf_redo_no_resets.gin': dict(REDO_BINDINGS,
+                                   **{'BBFAgent.no_resets_after': 0}),
+    'bbf_prune90.gin': prune_bindings(0.9),
+    'bbf_prune95.gin': prune_bindings(0.95),
 }
 
 # What each file must produce in the agent: differences from BBF_FACTS
@@ -66,6 +75,10 @@ MINATAR_FACTS = {
     'bbf_softmoe4.gin': {},
     'bbf_softmoe8.gin': {},
     'bbf_tokenized1.gin': {},
+    'bbf_redo.gin': dict(redo=REDO_FACTS),
+    'bbf_redo_no_resets.gin': dict(redo=REDO_FACTS, resets=()),
+    'bbf_prune90.gin': dict(pruning=prune_facts(0.9)),
+    'bbf_prune95.gin': dict(pruning=prune_facts(0.95)),
 }
 
 # Cheap: a tiny network and replay, 40 agent steps (training from the 21st),
@@ -144,7 +157,12 @@ STUDY_BUDGET = {'Atari100kRunner.training_steps': 1_000,
                 'BBFAgent.reset_every': 2_500,
                 'BBFAgent.cycle_steps': 1_250,
                 'BBFAgent.diagnostics_every': 250,
-                'BBFAgent.no_resets_after': 10_000}
+                'BBFAgent.no_resets_after': 10_000,
+                # ReDo and pruning: periods shrunk 8x like reset_every and
+                # cycle_steps, pruning from 2k to 8k of the 10k agent steps.
+                'BBFAgent.redo_every': 125,
+                'BBFAgent.pruning_frequency': 125,
+                'BBFAgent.pruning_total_steps': 10_000}
 
 
 @pytest.mark.parametrize('name', sorted(p.name for p in STUDY_DIR.glob('*.gin')))
