@@ -69,8 +69,6 @@ def build_agent(gin_file):
     shape, actions = (84, 84), 18
     frame = lambda rng: rng.integers(0, 255, shape, np.uint8)
   agent = agent_lib.BBFAgent(num_actions=actions, observation_shape=shape)
-  if hasattr(agent, 'set_training_budget'):  # Pruning needs the run length.
-    agent.set_training_budget(100_000)
   rng = np.random.default_rng(0)
   for step in range(400):
     end = step % 97 == 96
@@ -84,13 +82,12 @@ def bench(gin_file):
   agent = build_agent(gin_file)
   params = agent.online_params
   emit(config, 'params', networks.count_parameters(params), 'parameters')
-  pruner = getattr(agent, '_pruner', None)
-  if pruner:
-    shapes = pruner._shapes  # pylint: disable=protected-access
-    prunable = sum(int(np.prod(s)) for s in shapes.values())
-    pruned = sum(round(int(np.prod(s)) * float(pruner.targets[name]))
-                 for name, s in shapes.items())
-    emit(config, 'prunable_params', prunable, 'parameters')
+  pruner = agent._pruner  # pylint: disable=protected-access
+  if pruner.enabled:
+    sizes = [m.size for m in jax.tree_util.tree_leaves(agent._state.masks)  # pylint: disable=protected-access
+             if m.ndim]
+    pruned = sum(int(np.floor(pruner.target * n)) for n in sizes)
+    emit(config, 'prunable_params', sum(sizes), 'parameters')
     emit(config, 'params_at_end', networks.count_parameters(params) - pruned,
          'parameters', note='non-zero once pruning reaches its target')
 
@@ -120,27 +117,25 @@ def bench(gin_file):
        note='training step only')
   agent._state = state  # pylint: disable=protected-access
 
-  recycler = getattr(agent, '_redo', None)
-  if recycler is not None and recycler.every:
+  recycler = agent._redo  # pylint: disable=protected-access
+  if recycler.every:
     for _ in range(2):  # The first call compiles; the second is timed.
       start = time.perf_counter()
-      agent._state, _ = recycler(agent._state, agent._replay,  # pylint: disable=protected-access
-                                 agent._init_params, agent.stack_size, 0)  # pylint: disable=protected-access
-      jax.block_until_ready(agent._state.online_params)  # pylint: disable=protected-access
+      agent._recycle()  # pylint: disable=protected-access
+      jax.block_until_ready(agent.online_params)
     redo_s = time.perf_counter() - start
     emit(config, 'redo_s', redo_s, 's')
     emit(config, 'redo_overhead', redo_s / (recycler.every * per_step),
          'fraction', every=recycler.every)
-  if pruner:
-    step = int(pruner.budget * (pruner.start + pruner.end) / 2)
-    for _ in range(2):
+  if pruner.enabled:
+    for sparsity in (pruner.target / 2, pruner.target):  # compile, then time
       start = time.perf_counter()
-      agent._state, _ = pruner(agent._state, step)  # pylint: disable=protected-access
-      jax.block_until_ready(agent._state.online_params)  # pylint: disable=protected-access
+      agent._prune(sparsity)  # pylint: disable=protected-access
+      jax.block_until_ready(agent.online_params)
     prune_s = time.perf_counter() - start
     emit(config, 'prune_s', prune_s, 's')
-    emit(config, 'prune_overhead', prune_s / (pruner.every * per_step),
-         'fraction', every=pruner.every)
+    emit(config, 'prune_overhead', prune_s / (pruner.frequency * per_step),
+         'fraction', every=pruner.frequency)
 
 
 def main(argv):

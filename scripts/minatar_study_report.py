@@ -3,6 +3,8 @@ r"""Builds the committed MinAtar study report from the study's runs.
 
   python scripts/minatar_study_report.py --runs results/minatar/runs \
       --out results/minatar
+  python scripts/minatar_study_report.py \
+      --variants_runs VARIANT_RUNS --out results/minatar
 
 Writes, under --out:
   * report/: the ordinary comparison report of the runs
@@ -19,6 +21,11 @@ Writes, under --out:
   * runs/<config>/<game>/<seed>/: the small files of every run
     (final_eval.json, config.gin, run_info.json) copied from --runs, so the
     numbers can be re-derived without the checkpoints.
+With --variants_runs (BBF's successors, run beside a rerun of BBF and of
+BBF without resets on the same seeds), the same comparison report goes to
+variants/report/, their small files to variants/runs/, and
+resets_plasticity.png is drawn from those runs (BBF, no resets, ReDo with
+and without resets).
 """
 
 import argparse
@@ -138,38 +145,58 @@ def copy_small_files(runs: str, out: str) -> int:
   return copied
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--runs', required=True)
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--reps', type=int, default=2000)
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args(argv)
-  logging.set_verbosity(logging.WARNING)  # rliable logs every bootstrap.
-  result = analyze.build_report([args.runs],
-                                os.path.join(args.out, 'report'),
-                                reps=args.reps, seed=args.seed)
+def ablation_report(runs: str, out: str, reps: int, seed: int) -> None:
+  result = analyze.build_report([runs], os.path.join(out, 'report'),
+                                reps=reps, seed=seed)
   minatar = result['aggregates'].set_index('agent')
-  df = ablation_table(minatar, args.reps, args.seed)
-  df.to_csv(os.path.join(args.out, 'ablations.csv'), index=False)
+  df = ablation_table(minatar, reps, seed)
+  df.to_csv(os.path.join(out, 'ablations.csv'), index=False)
   text = ('IQM of the final score with 95% stratified-bootstrap intervals '
-          f'({args.reps} samples, seed {args.seed}). MinAtar: random-'
+          f'({reps} samples, seed {seed}). MinAtar: random-'
           'normalised, this study; Atari: human-normalised, the paper\'s '
           'official per-seed results (26 games, 5 to 10 seeds each). '
           'Change: IQM minus BBF\'s IQM in the same column; rank among the '
           'six ablations, 1 = the largest drop.\n\n' + ablation_markdown(df))
-  with open(os.path.join(args.out, 'ablations.md'), 'w') as f:
+  with open(os.path.join(out, 'ablations.md'), 'w') as f:
     f.write('# BBF ablations: MinAtar (this study) vs the paper\'s Atari 100k'
             '\n\n' + text)
-  plot_resets(args.runs, args.out)
-  copied = copy_small_files(args.runs, os.path.join(args.out, 'runs'))
+  _print(result, os.path.join(out, 'report'))
+  print(text)
+
+
+def _print(result, report_dir):
   print(result['aggregates'][['agent', 'iqm', 'iqm_low', 'iqm_high',
                                'mean']].to_string(index=False))
-  print(text)
   for note in result['notes']:
     print('note:', note)
-  print(f'{copied} run files copied; report: '
-        f'{os.path.join(args.out, "report", "report.md")}')
+  print(f'report: {os.path.join(report_dir, "report.md")}')
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--runs', help='the ablation study\'s runs')
+  parser.add_argument('--variants_runs', help='the variants\' runs')
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--reps', type=int, default=2000)
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  if not (args.runs or args.variants_runs):
+    parser.error('give --runs, --variants_runs or both')
+  logging.set_verbosity(logging.WARNING)  # rliable logs every bootstrap.
+  if args.runs:
+    ablation_report(args.runs, args.out, args.reps, args.seed)
+    copied = copy_small_files(args.runs, os.path.join(args.out, 'runs'))
+    print(f'{copied} run files copied')
+  if args.variants_runs:
+    variants = os.path.join(args.out, 'variants')
+    result = analyze.build_report([args.variants_runs],
+                                  os.path.join(variants, 'report'),
+                                  reps=args.reps, seed=args.seed)
+    _print(result, os.path.join(variants, 'report'))
+    copied = copy_small_files(args.variants_runs,
+                              os.path.join(variants, 'runs'))
+    print(f'{copied} run files copied')
+  plot_resets(args.variants_runs or args.runs, args.out)
   return 0
 
 

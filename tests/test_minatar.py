@@ -8,7 +8,8 @@
     final_eval.json (raw returns, no human normalisation) are written.
   * A run stopped after an iteration, with its episode in flight, resumes
     to the same parameters as a run straight through (the environment is
-    checkpointed by pickling it); every binding of the gin file is used.
+    checkpointed by pickling it), with and without ReDo and pruning; every
+    binding of the gin file is used.
 """
 
 import json
@@ -80,17 +81,23 @@ def test_unknown_game():
     minatar_env.create_minatar_environment('pong')
 
 
-def test_bbf_trains_through_the_train_binary(tmp_path):
+def train_minatar(base_dir, gin_file, bindings, timeout=900):
+  """Dopamine's train binary on a MinAtar gin file with TINY + `bindings`;
+  asserts it exits cleanly and returns final_eval.json (also used by the
+  variants' smoke tests: test_moe, test_redo, test_pruning)."""
   command = [sys.executable, '-m', 'dopamine.discrete_domains.train',
-             f'--base_dir={tmp_path}', f'--gin_files={GIN}']
-  command += [f'--gin_bindings={b}' for b in TINY + [
-      'Atari100kRunner.num_iterations = 1',
-      'Atari100kRunner.training_steps = 300']]
+             f'--base_dir={base_dir}', f'--gin_files={gin_file}']
+  command += [f'--gin_bindings={b}' for b in TINY + list(bindings)]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=timeout, check=False)
   assert result.returncode == 0, result.stderr[-4000:]
-  with open(tmp_path / 'final_eval.json') as f:
-    final = json.load(f)
+  with open(os.path.join(base_dir, 'final_eval.json')) as f:
+    return json.load(f)
+
+
+def test_bbf_trains_through_the_train_binary(tmp_path):
+  final = train_minatar(tmp_path, GIN, ['Atari100kRunner.num_iterations = 1',
+                                        'Atari100kRunner.training_steps = 300'])
   assert final['game'] == 'breakout' and final['domain'] == 'minatar'
   assert final['human_normalized_mean'] is None
   assert len(final['returns']) == 2 and final['env_steps'] == 300
@@ -109,9 +116,18 @@ def test_bbf_trains_through_the_train_binary(tmp_path):
   assert bundle['plasticity']['probe_states'].shape == (32, 10, 10, 4, 1)
 
 
-def _runner(base_dir, iterations):
+# ReDo and pruning across the split at agent step 130: recyclings every 50
+# gradient steps (training from step 61, 2 per step), pruning to 50% from
+# agent step 52 to 208 every 20 gradient steps.
+REDO_AND_PRUNING = ['BBFAgent.redo_every = 50',
+                    'BBFAgent.target_sparsity = 0.5',
+                    'BBFAgent.pruning_total_steps = 260',
+                    'BBFAgent.pruning_frequency = 20']
+
+
+def _runner(base_dir, iterations, extra=()):
   gin.clear_config()
-  gin.parse_config_files_and_bindings([str(GIN)], TINY + [
+  gin.parse_config_files_and_bindings([str(GIN)], list(extra) + TINY + [
       f'Atari100kRunner.num_iterations = {iterations}',
       'Atari100kRunner.training_steps = 130',
       # As many as the final evaluation, so that the first half of the
@@ -121,18 +137,20 @@ def _runner(base_dir, iterations):
   return run_experiment.create_runner(str(base_dir))
 
 
-def test_resume_mid_episode_is_exact(tmp_path, clean_gin):  # pylint: disable=unused-argument
+@pytest.mark.parametrize('extra', [(), REDO_AND_PRUNING],
+                         ids=['bbf', 'redo_and_pruning'])
+def test_resume_mid_episode_is_exact(extra, tmp_path, clean_gin):  # pylint: disable=unused-argument
   written = set(file_bindings(GIN))  # (clears gin: before the runner)
-  straight = _runner(tmp_path / 'straight', 2)
+  straight = _runner(tmp_path / 'straight', 2, extra)
   straight.run_experiment()
   # Every binding of the MinAtar gin file was used by the run.
   assert unused_bindings(written, straight) == set()
-  first = _runner(tmp_path / 'split', 1)
+  first = _runner(tmp_path / 'split', 1, extra)
   first.run_experiment()
   # The episode in flight at step 130 was saved with the environment.
   bundle = load_checkpoint(str(tmp_path / 'split'), 130)
   assert bundle['bbf_runner']['environment'] is not None
-  second = _runner(tmp_path / 'split', 2)
+  second = _runner(tmp_path / 'split', 2, extra)
   assert second._resumed_from == 130  # pylint: disable=protected-access
   second.run_experiment()
   a = load_checkpoint(str(tmp_path / 'straight'), 260)
@@ -145,3 +163,7 @@ def test_resume_mid_episode_is_exact(tmp_path, clean_gin):  # pylint: disable=un
                   jax.tree_util.tree_leaves(b['train_state'])):
     np.testing.assert_array_equal(x, y)
   assert os.path.exists(tmp_path / 'split' / 'final_eval.json')
+  if extra:  # the variants really ran on both sides of the split
+    assert a['train_state'].masks is not None
+    assert a['pruning']['applied'] == 0.5
+    assert a['redo'] == b['redo']

@@ -17,9 +17,6 @@
 """
 
 import functools
-import json
-import subprocess
-import sys
 
 import gin
 import jax
@@ -39,7 +36,7 @@ from test_learner import _batch
 from test_learner import ACTIONS
 from test_learner import JUMPS
 from test_learner import STACK
-from test_minatar import TINY
+from test_minatar import train_minatar
 
 MINATAR_DIR = ROOT / 'gin_configs' / 'minatar'
 
@@ -351,18 +348,11 @@ MINATAR_FILES = ('bbf_softmoe4.gin', 'bbf_softmoe8.gin', 'bbf_tokenized1.gin')
 
 @pytest.mark.parametrize('name', MINATAR_FILES)
 def test_minatar_file_trains_through_the_train_binary(name, tmp_path):
-  command = [sys.executable, '-m', 'dopamine.discrete_domains.train',
-             f'--base_dir={tmp_path}', f'--gin_files={MINATAR_DIR / name}']
-  command += [f'--gin_bindings={b}' for b in TINY + [
+  final = train_minatar(tmp_path, MINATAR_DIR / name, [
       'Atari100kRunner.num_iterations = 1',
       'Atari100kRunner.training_steps = 150',
       # One minibatch per jitted call: half the unrolled step to compile.
-      'BBFAgent.batches_to_group = 1']]
-  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-4000:]
-  with open(tmp_path / 'final_eval.json') as f:
-    final = json.load(f)
+      'BBFAgent.batches_to_group = 1'])
   assert final['domain'] == 'minatar' and final['env_steps'] == 150
   tags = tensorboard_tags(str(tmp_path))
   for tag in ('Agent/Loss', 'Agent/SPRLoss', 'Plasticity/DormantFraction/all',

@@ -8,7 +8,8 @@
   * 100 AdamW updates with weight decay through the learner keep every
     pruned weight (online and target) and its Adam moments exactly zero;
   * the agent prunes on schedule: each logged sparsity is the schedule's
-    value at that agent step, floored per tensor.
+    value at that agent step, floored per tensor;
+  * the MinAtar pruning files run through Dopamine's train binary.
 """
 
 import functools
@@ -27,6 +28,10 @@ from test_learner import _batch
 from test_learner import ACTIONS
 from test_learner import JUMPS
 from test_learner import STACK
+from test_end_to_end import load_checkpoint
+from test_end_to_end import tensorboard_tags
+from test_moe import MINATAR_DIR
+from test_minatar import train_minatar
 
 
 def test_schedule_by_hand():
@@ -175,3 +180,32 @@ def test_bad_values_name_the_parameter(kwargs, match):
   with pytest.raises(ValueError, match=match):
     agent_lib.BBFAgent(num_actions=3, observation_shape=(12, 12),
                        network=net, **kwargs)
+
+
+@pytest.mark.parametrize('name, sparsity', [('bbf_prune90.gin', 0.9),
+                                            ('bbf_prune95.gin', 0.95)])
+def test_minatar_file_trains_through_the_train_binary(name, sparsity,
+                                                      tmp_path):
+  """Pruning inside a real run: on schedule by its end, masks and per-layer
+  sparsity in the checkpoint and TensorBoard."""
+  final = train_minatar(tmp_path, MINATAR_DIR / name, [
+      'Atari100kRunner.num_iterations = 1',
+      'Atari100kRunner.training_steps = 150',
+      'BBFAgent.batches_to_group = 1',
+      # Training from agent step 101; pruning from 30 to 120, every 10
+      # gradient steps: 2 steps on the way, the target at 120.
+      'BBFAgent.pruning_total_steps = 150',
+      'BBFAgent.pruning_frequency = 10'])
+  assert final['domain'] == 'minatar' and final['env_steps'] == 150
+  tags = tensorboard_tags(str(tmp_path))
+  for tag in ('Plasticity/Sparsity/all', 'Plasticity/Sparsity/encoder',
+              'Plasticity/Sparsity/head/advantage/kernel'):
+    assert tag in tags, (tag, sorted(tags))
+  bundle = load_checkpoint(str(tmp_path), 150)
+  assert bundle['pruning']['applied'] == sparsity
+  state = bundle['train_state']
+  for path, mask in jax.tree_util.tree_leaves_with_path(state.masks):
+    weight = _by_key(state.online_params)[networks.parameter_key(path)]
+    if mask.ndim:
+      assert np.sum(weight == 0) == np.floor(sparsity * mask.size), path
+      assert np.all(weight[mask == 0] == 0)

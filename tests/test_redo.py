@@ -7,7 +7,7 @@ moments are built by indexing numpy copies. Checks: exactly the dormant
 neurons' incoming weights are fresh, their outgoing weights and the moments
 of both are zero, every other parameter and moment is bit-identical, and a
 recycled network computes the same Q values when the recycled neurons were
-dead.
+dead. The MinAtar ReDo files run through Dopamine's train binary.
 """
 
 import functools
@@ -21,6 +21,10 @@ from bbf_dopamine import agent as agent_lib
 from bbf_dopamine import networks
 from bbf_dopamine import optimizers
 from bbf_dopamine import redo
+from test_end_to_end import load_checkpoint
+from test_end_to_end import tensorboard_tags
+from test_moe import MINATAR_DIR
+from test_minatar import train_minatar
 
 ACTIONS, STACK, BATCH = 3, 2, 32
 
@@ -227,3 +231,22 @@ def test_softmoe_projection_cannot_be_recycled():
   # The encoder alone is fine.
   agent_lib.BBFAgent(num_actions=3, observation_shape=(12, 12), network=net,
                      redo_every=10, redo_layers='encoder')
+
+
+@pytest.mark.parametrize('name', ['bbf_redo.gin', 'bbf_redo_no_resets.gin'])
+def test_minatar_file_trains_through_the_train_binary(name, tmp_path):
+  """A few recyclings in a real run; their fractions reach TensorBoard and
+  the ReDo RNG the checkpoint."""
+  final = train_minatar(tmp_path, MINATAR_DIR / name, [
+      'Atari100kRunner.num_iterations = 1',
+      'Atari100kRunner.training_steps = 150',
+      'BBFAgent.batches_to_group = 1',
+      'BBFAgent.redo_every = 25'])  # gradient steps from agent step 101
+  assert final['domain'] == 'minatar' and final['env_steps'] == 150
+  tags = tensorboard_tags(str(tmp_path))
+  for tag in ('Plasticity/Recycled/all', 'Plasticity/Recycled/projection',
+              'Plasticity/Recycled/encoder_block0_conv0',
+              'Plasticity/Recycled/encoder_block3_conv0'):
+    assert tag in tags, (tag, sorted(tags))
+  bundle = load_checkpoint(str(tmp_path), 150)
+  assert 'rng' in bundle['redo']
