@@ -21,11 +21,10 @@ Writes, under --out:
   * runs/<config>/<game>/<seed>/: the small files of every run
     (final_eval.json, config.gin, run_info.json) copied from --runs, so the
     numbers can be re-derived without the checkpoints.
-With --variants_runs (BBF's successors, run beside a rerun of BBF and of
-BBF without resets on the same seeds), the same comparison report goes to
-variants/report/, their small files to variants/runs/, and
-resets_plasticity.png is drawn from those runs (BBF, no resets, ReDo with
-and without resets).
+With --variants_runs (BBF's successors' runs; BBF's own may be its small
+files from runs/, which give its final scores but no curves), the same
+comparison report, with the variants' learning and plasticity curves, goes
+to variants/report/ and their small files to variants/runs/.
 """
 
 import argparse
@@ -196,7 +195,8 @@ def main(argv=None) -> int:
     copied = copy_small_files(args.variants_runs,
                               os.path.join(variants, 'runs'))
     print(f'{copied} run files copied')
-  plot_resets(args.variants_runs or args.runs, args.out)
+  if args.runs:
+    plot_resets(args.runs, args.out)
   return 0
 
 
