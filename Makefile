@@ -14,5 +14,9 @@ demo: install
 	$(PYTHON) -m dopamine.discrete_domains.train --base_dir runs/demo \
 	  --gin_files gin_configs/bbf_cpu_demo.gin
 
+# The suite runs in two processes: in one, XLA:CPU crashed (segfault while
+# compiling) after about 300 of its ~490 tests, each test adding compiled
+# programs and memory maps to the process.
 test: install
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q tests/test_[a-l]*.py
+	$(PYTHON) -m pytest -q tests/test_[m-z]*.py
