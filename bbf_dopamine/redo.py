@@ -119,28 +119,23 @@ def recycle(params, fresh, opt_state, masks, spec):
     for key, axis in outs:
       outgoing.setdefault(key, []).append((masks[layer], axis))
 
-  def edit_params(path, leaf, new):
+  def edit(path, leaf, incoming_value):
+    # Parameters get fresh incoming weights, Adam moments zeros; both get
+    # zero outgoing weights. Leaves outside the spec (biases of other
+    # layers, step counts: key None) pass through bit-identical.
     key = networks.parameter_key(path)
     for mask, axis in outgoing.get(key, ()):  # zero outgoing weights
       leaf = jnp.where(_broadcast(mask, leaf.ndim, axis), 0.0, leaf)
-    # Then fresh incoming weights: a weight between two dormant neurons of
-    # consecutive layers is fresh, as when layers are recycled in order.
+    # Incoming last: a weight between two dormant neurons of consecutive
+    # layers is fresh, as when layers are recycled in order.
     if key in incoming:
-      leaf = jnp.where(_broadcast(incoming[key], leaf.ndim, -1), new, leaf)
+      leaf = jnp.where(_broadcast(incoming[key], leaf.ndim, -1),
+                       incoming_value, leaf)
     return leaf
 
-  def edit_moments(path, leaf):
-    key = networks.parameter_key(path)
-    if key is None:
-      return leaf  # step counts
-    if key in incoming:
-      leaf = jnp.where(_broadcast(incoming[key], leaf.ndim, -1), 0.0, leaf)
-    for mask, axis in outgoing.get(key, ()):
-      leaf = jnp.where(_broadcast(mask, leaf.ndim, axis), 0.0, leaf)
-    return leaf
-
-  params = jax.tree_util.tree_map_with_path(edit_params, params, fresh)
-  opt_state = jax.tree_util.tree_map_with_path(edit_moments, opt_state)
+  params = jax.tree_util.tree_map_with_path(edit, params, fresh)
+  opt_state = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: edit(path, leaf, 0.0), opt_state)
   return params, opt_state
 
 
