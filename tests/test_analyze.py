@@ -13,6 +13,7 @@ import pytest
 
 from bbf_dopamine import aggregate
 from bbf_dopamine import analyze
+from bbf_dopamine import run_files
 from bbf_dopamine import scores
 
 # Raw final-evaluation returns written into each final_eval.json:
@@ -175,7 +176,7 @@ def test_missing_game_and_common_games(tree, tmp_path):
 
 def test_learning_curves_read_from_logs(tree):
   notes = []
-  run = analyze.load_run('agent_b', 'Pong', tree['logs_only'], notes)
+  run = run_files.load_run('agent_b', 'Pong', tree['logs_only'], notes)
   x, y = run.curves['train']
   np.testing.assert_array_equal(x, [5000.0, 10000.0])
   np.testing.assert_array_equal(y, [-19.0, -18.0])
@@ -183,7 +184,7 @@ def test_learning_curves_read_from_logs(tree):
   assert run.final_steps == 10000.0
   # One eval point against two train points: the train curve is plotted.
   assert run.curve_kind == 'train'
-  assert analyze.load_run('agent_a', 'Breakout', tree['empty'], notes) is None
+  assert run_files.load_run('agent_a', 'Breakout', tree['empty'], notes) is None
 
 
 def test_bad_files_fall_back_with_notes(tmp_path):
@@ -195,7 +196,7 @@ def test_bad_files_fall_back_with_notes(tmp_path):
   (run_dir / 'logs' / 'log_2').write_bytes(
       (run_dir / 'logs' / 'log_1').read_bytes()[:20])
   notes = []
-  run = analyze.load_run('agent', 'Pong', str(run_dir), notes)
+  run = run_files.load_run('agent', 'Pong', str(run_dir), notes)
   assert run.final_returns == [4.0, 8.0]
   assert run.source == 'logs (iteration 1)'
   joined = '\n'.join(notes)
@@ -214,7 +215,7 @@ def test_eval_curve_when_every_iteration_evaluates(tmp_path):
   with open(run_dir / 'logs' / 'log_2', 'wb') as f:
     pickle.dump(logs, f)
   notes = []
-  run = analyze.load_run('agent', 'Pong', str(run_dir), notes)
+  run = run_files.load_run('agent', 'Pong', str(run_dir), notes)
   assert run.curve_kind == 'eval'
   x, y = run.curves['eval']
   np.testing.assert_array_equal(x, [1000.0, 2000.0, 3000.0])
