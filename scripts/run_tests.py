@@ -3,10 +3,13 @@
 Why not one pytest process: XLA:CPU segfaulted while compiling after about
 300 of the ~490 tests in a single process, whose memory maps grew with every
 compiled program toward the kernel's limit (vm.max_map_count 65,530; 23,000
-after 185 tests). A process per file keeps each one small. Why several at a
-time: most of the suite is single-threaded (XLA compiles, small CPU
-kernels, train-binary subprocesses), so on the 2-core machines of this
-project two files at once nearly halve the wall-clock.
+after 185 tests). A process per file keeps each one small. Why two at a
+time: a file often waits (on train-binary subprocesses, on single-threaded
+XLA compiles) while a core is free. Measured on the 2-core CI machine
+(2026-12-06): the whole suite in 3,160 s of wall-clock for 6,254 s of file
+time, against about 3,400 s in one process before the split; the two cores
+are then busy, so only cheaper tests would make it faster
+(test_learning.py alone is a third of the file time).
 
 Files run longest first, by the durations in tests/durations.json (files not
 listed there are taken as long), so that the last file to start is a short
