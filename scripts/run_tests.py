@@ -114,7 +114,8 @@ def main(argv):
         dict(sorted(measured.items(), key=lambda kv: -kv[1])), indent=1)
                          + '\n')
   if failed:
-    print('run_tests: failed: ' + ', '.join(failed))
+    print('run_tests: failed: ' + ', '.join(failed) +
+          f' (their pytest temporary files are kept in {tmp_root})')
     return 1
   shutil.rmtree(tmp_root, ignore_errors=True)
   return 0
