@@ -1,6 +1,7 @@
 # coding=utf-8
 """Catch (Mnih et al., 2014, "Recurrent Models of Visual Attention") rendered
-as 84x84 grey frames: a tiny pixel environment for fast learning tests.
+as 84x84 grey frames (or smaller, `size`): a tiny pixel environment for fast
+learning tests.
 
 A ball falls one row per step from a random column of the top row; the agent
 moves a one-cell paddle on the bottom row (0 = left, 1 = stay, 2 = right).
@@ -16,17 +17,17 @@ SIZE = 84
 
 
 class Catch(object):
-  """`rows` x `cols` board, each cell `cell` pixels, drawn at 84x84."""
+  """`rows` x `cols` board, each cell `cell` pixels, drawn at `size`x`size`."""
 
-  def __init__(self, rows=6, cols=5, cell=14, seed=0):
-    assert rows * cell <= SIZE and cols * cell <= SIZE
-    self.rows, self.cols, self.cell = rows, cols, cell
+  def __init__(self, rows=6, cols=5, cell=14, seed=0, size=SIZE):
+    assert rows * cell <= size and cols * cell <= size
+    self.rows, self.cols, self.cell, self.size = rows, cols, cell, size
     self._rng = np.random.default_rng(seed)
     self.game_over = False
     self.num_actions = 3
 
   def _render(self):
-    frame = np.zeros((SIZE, SIZE, 1), np.uint8)
+    frame = np.zeros((self.size, self.size, 1), np.uint8)
     c = self.cell
     frame[self.ball_row * c:(self.ball_row + 1) * c,
           self.ball_col * c:(self.ball_col + 1) * c] = 255
