@@ -43,7 +43,7 @@ def _parse(argv):
   parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                       help='pytest processes at once (default: %(default)s)')
   parser.add_argument('--record', action='store_true',
-                      help=f'write the measured durations to {DURATIONS}')
+                      help=f'update {DURATIONS} with the measured durations')
   if '--' in argv:  # arguments after `--` go to every pytest process
     split = argv.index('--')
     args = parser.parse_args(argv[:split])
@@ -109,10 +109,10 @@ def main(argv):
   print(f'run_tests: {len(order) - len(failed)} of {len(order)} files passed '
         f'in {wall:.0f} s wall-clock ({sum(measured.values()):.0f} s of '
         'file time)', flush=True)
-  if args.record:
+  if args.record:  # files not run this time keep their recorded duration
+    merged = {**durations, **measured}
     DURATIONS.write_text(json.dumps(
-        dict(sorted(measured.items(), key=lambda kv: -kv[1])), indent=1)
-                         + '\n')
+        dict(sorted(merged.items(), key=lambda kv: -kv[1])), indent=1) + '\n')
   if failed:
     print('run_tests: failed: ' + ', '.join(failed) +
           f' (their pytest temporary files are kept in {tmp_root})')

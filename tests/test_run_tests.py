@@ -2,6 +2,7 @@
 """scripts/run_tests.py: the README's test runner fails when a file fails."""
 
 import importlib.util
+import json
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -63,3 +64,16 @@ def test_missing_file_and_bad_jobs_are_refused(tmp_path, capsys):
   else:
     raise AssertionError('--jobs 0 was accepted')
   assert '--jobs must be at least 1' in capsys.readouterr().err
+
+
+def test_record_updates_only_the_files_run(tmp_path, monkeypatch, capsys):
+  durations = tmp_path / 'durations.json'
+  durations.write_text('{"tests/test_other.py": 5.0}\n')
+  monkeypatch.setattr(run_tests, 'DURATIONS', durations)
+  good = _write(tmp_path / 'test_good.py', 'def test_one():\n  pass\n')
+  assert run_tests.main([good, '--record']) == 0
+  capsys.readouterr()
+  recorded = json.loads(durations.read_text())
+  assert recorded['tests/test_other.py'] == 5.0
+  assert set(recorded) == {'tests/test_other.py', good}
+  assert 0.0 < recorded[good] < 60.0
