@@ -17,9 +17,11 @@ SIZE = 84
 
 
 class Catch(object):
-  """`rows` x `cols` board, each cell `cell` pixels, drawn at `size`x`size`."""
+  """`rows` x `cols` board, each cell `cell` pixels (default: the rows fill
+  the frame's height), drawn at `size`x`size`."""
 
-  def __init__(self, rows=6, cols=5, cell=14, seed=0, size=SIZE):
+  def __init__(self, rows=6, cols=5, cell=None, seed=0, size=SIZE):
+    cell = size // rows if cell is None else cell
     assert rows * cell <= size and cols * cell <= size
     self.rows, self.cols, self.cell, self.size = rows, cols, cell, size
     self._rng = np.random.default_rng(seed)

@@ -55,13 +55,13 @@ VARIANTS = {
 # at 84x84). BBF keeps the 84x84 frames of the Atari pipeline, and so does
 # SoftMoE: its per-feature tokens are the channels' maps, 6x6 instead of
 # 11x11 at 42x42, and it scored 0.68 there (below 0.8).
-SIZE = {'bbf': 84, 'softmoe': 84}
+SIZE = {'redo': 42, 'prune': 42}  # frame side; 84 for the others
 
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_bbf_solves_catch(variant):
   network_args, agent_args = VARIANTS[variant]
-  size = SIZE.get(variant, 42)
+  size = SIZE.get(variant, catch_env.SIZE)
   network = functools.partial(networks.BBFNetwork, width_scale=0.25,
                               hidden_dim=64, **network_args)
   agent = agent_lib.BBFAgent(
@@ -72,9 +72,8 @@ def test_bbf_solves_catch(variant):
       reset_every=1000, no_resets_after=2000,  # one reset, at step 1000
       learning_rate=1e-3, encoder_learning_rate=1e-3,
       observation_shape=(size, size), **agent_args)
-  cell = size // 6  # 6 rows of `cell` pixels fill the frame's height
-  env = catch_env.Catch(seed=1, cell=cell, size=size)
-  random_env = catch_env.Catch(seed=2, cell=cell, size=size)
+  env = catch_env.Catch(seed=1, size=size)
+  random_env = catch_env.Catch(seed=2, size=size)
   rng = np.random.default_rng(0)
   random_returns = []
   for _ in range(100):
