@@ -60,7 +60,9 @@ setuptools.setup(
     include_package_data=True,
     extras_require={
         # Ray: tests/test_sweep.py runs a sweep on a local Ray instance.
-        'test': ['pytest>=8', 'ray[default]>=2.9'],
+        # filelock: JAX locks the compilation cache that scripts/run_tests.py
+        # shares between test processes with it (and refuses without it).
+        'test': ['pytest>=8', 'ray[default]>=2.9', 'filelock>=3'],
         # `python -m bbf_dopamine.sweep --ray ...` (local sweeps need nothing).
         'sweep': ['ray[default]>=2.9'],
     },

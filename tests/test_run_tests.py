@@ -1,6 +1,7 @@
 # coding=utf-8
 """scripts/run_tests.py: the README's test runner fails when a file fails."""
 
+import ast
 import importlib.util
 import json
 import pathlib
@@ -77,3 +78,42 @@ def test_record_updates_only_the_files_run(tmp_path, monkeypatch, capsys):
   assert recorded['tests/test_other.py'] == 5.0
   assert set(recorded) == {'tests/test_other.py', good}
   assert 0.0 < recorded[good] < 60.0
+
+
+# A test file that reports the cache settings its process was given.
+_REPORT_CACHE = '''import os
+
+def test_report():
+  names = ('JAX_COMPILATION_CACHE_DIR', 'JAX_COMPILATION_CACHE_MAX_SIZE',
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')
+  print('CACHE', [os.environ.get(n) for n in names])
+  assert False  # so that the runner prints this file's whole output
+'''
+
+
+def _reported_cache(capsys):
+  out = capsys.readouterr().out
+  line = [l for l in out.splitlines() if l.startswith('CACHE ')]
+  assert len(line) == 1, out
+  return ast.literal_eval(line[0][len('CACHE '):])
+
+
+def test_files_share_a_fresh_compilation_cache(tmp_path, monkeypatch,
+                                               capsys):
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  report = _write(tmp_path / 'test_report.py', _REPORT_CACHE)
+  assert run_tests.main([report]) == 1
+  directory, max_size, min_secs = _reported_cache(capsys)
+  # A folder of this run's own temporary tree (kept since the file failed),
+  # and a size limit so that JAX locks the cache between processes.
+  assert pathlib.Path(directory).name == 'jax-cache'
+  assert pathlib.Path(directory).parent.name.startswith('bbf-tests-')
+  assert int(max_size) == 8 << 30 and float(min_secs) == 0.5
+
+  # A cache the caller chose is kept; --no_compilation_cache sets none.
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'mine'))
+  assert run_tests.main([report]) == 1
+  assert _reported_cache(capsys) == [str(tmp_path / 'mine'), None, None]
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  assert run_tests.main([report, '--no_compilation_cache']) == 1
+  assert _reported_cache(capsys) == [None, None, None]
