@@ -7,18 +7,19 @@ after 185 tests). A process per file keeps each one small. Why two at a
 time: a file often waits (on train-binary subprocesses, on single-threaded
 XLA compiles) while a core is free. Measured on the 2-core CI machine
 (2026-12-06): the whole suite in 3,160 s of wall-clock for 6,254 s of file
-time, against about 3,400 s in one process before the split; the two cores
-are then busy, so only cheaper tests would make it faster
-(test_learning.py alone is a third of the file time).
+time, against about 3,400 s in one process before the split.
 
 All files share one JAX persistent compilation cache, a fresh folder for each
 suite run (unless JAX_COMPILATION_CACHE_DIR is set already, or
 --no_compilation_cache): the 24 Atari and 14 MinAtar gin files mostly compile
 the same programs at the tests' tiny sizes, and the train-binary tests start
 the same run several times. Measured two files at a time (2026-12-06):
-test_gin_configs 301 -> 116 s, test_minatar_gin_configs 362 -> 160 s. A cache
-hit loads the executable XLA compiled, so results are bit-identical
-(test_determinism compares a cold run with resumed warm ones).
+test_gin_configs 301 -> 116 s, test_minatar_gin_configs 362 -> 160 s; the
+whole suite (fresh clone, with smaller smoke-test batches) 1,741 s of
+wall-clock for 3,481 s of file time. test_learning.py (1,267 s) then runs
+beside all the others. A cache hit loads the executable XLA compiled, so
+results are bit-identical (test_determinism compares a cold run with resumed
+warm ones).
 
 Files run longest first, by the durations in tests/durations.json (files not
 listed there are taken as long), so that the last file to start is a short

@@ -43,6 +43,7 @@ from bbf_dopamine import checkpoints
 from bbf_dopamine import scores
 from bbf_dopamine import sweep
 from bbf_dopamine import sweep_backends
+from bbf_dopamine import sweep_plan
 import test_end_to_end
 
 ROOT = test_end_to_end.ROOT
@@ -124,34 +125,35 @@ def alive(pid):
 
 
 def test_parse_seeds():
-  assert sweep.parse_seeds('0-4') == [0, 1, 2, 3, 4]
-  assert sweep.parse_seeds('0,2,5') == [0, 2, 5]
-  assert sweep.parse_seeds(' 0-2, 7 ') == [0, 1, 2, 7]
-  assert sweep.parse_seeds('3') == sweep.parse_seeds(3) == [3]
-  assert sweep.parse_seeds([1, 4]) == [1, 4]
+  assert sweep_plan.parse_seeds('0-4') == [0, 1, 2, 3, 4]
+  assert sweep_plan.parse_seeds('0,2,5') == [0, 2, 5]
+  assert sweep_plan.parse_seeds(' 0-2, 7 ') == [0, 1, 2, 7]
+  assert sweep_plan.parse_seeds('3') == sweep_plan.parse_seeds(3) == [3]
+  assert sweep_plan.parse_seeds([1, 4]) == [1, 4]
   for bad, message in (('4-0', 'Empty seed range'), ('', 'Bad seed'),
                        ('-1', 'Bad seed'), ('a', 'Bad seed'),
                        ('0-', 'Bad seed'), ('1.5', 'Bad seed'),
                        ('0-2,2', 'twice')):
     with pytest.raises(ValueError, match=message):
-      sweep.parse_seeds(bad)
+      sweep_plan.parse_seeds(bad)
 
 
 def test_parse_games():
-  assert sweep.parse_games('pong, ms_pacman,ALE/Breakout-v5') == [
+  assert sweep_plan.parse_games('pong, ms_pacman,ALE/Breakout-v5') == [
       'Pong', 'MsPacman', 'Breakout']
-  assert sweep.parse_games('atari100k') == list(scores.ATARI_100K_GAMES)
+  assert sweep_plan.parse_games('atari100k') == list(scores.ATARI_100K_GAMES)
   with pytest.raises(ValueError, match="Unknown Atari 100k game.*'Tetris'.*Alien"):
-    sweep.parse_games('Pong,Tetris')
+    sweep_plan.parse_games('Pong,Tetris')
   with pytest.raises(ValueError, match='twice'):
-    sweep.parse_games('Pong,pong')
+    sweep_plan.parse_games('Pong,pong')
   with pytest.raises(ValueError, match='none given'):
-    sweep.parse_games(' , ')
+    sweep_plan.parse_games(' , ')
 
 
 def test_plan_expands_configs_games_seeds(tmp_path):
-  runs = sweep.plan_runs([BBF_GIN, DER_GIN], 'Pong,Breakout', '3-4',
-                         tmp_path, gin_bindings=['BBFNetwork.width_scale=1'])
+  runs = sweep_plan.plan_runs(
+      [BBF_GIN, DER_GIN], 'Pong,Breakout', '3-4', tmp_path,
+      gin_bindings=['BBFNetwork.width_scale=1'])
   assert len(runs) == 8
   assert [(r.config, r.game, r.seed) for r in runs] == [
       (c, g, s) for c in ('bbf', 'der') for g in ('Pong', 'Breakout')
@@ -185,7 +187,7 @@ def test_every_shipped_config_has_seed_and_game_selectors():
     names = [n for n in os.listdir(ROOT / directory) if n.endswith('.gin')]
     assert names, directory
     for name in names:
-      seed, game, found = sweep.selectors(str(ROOT / directory / name))
+      seed, game, found = sweep_plan.selectors(str(ROOT / directory / name))
       assert seed and game == [selector] and found == domain, name
 
 
@@ -196,28 +198,28 @@ def test_config_without_seed_or_game_is_an_error(tmp_path, capsys):
   no_seed.write_text('\n'.join(l for l in lines
                                if not l.startswith('BBFAgent.seed')))
   with pytest.raises(ValueError, match=f'{no_seed} binds no seed'):
-    sweep.plan_runs([BBF_GIN, str(no_seed)], 'Pong', '0', tmp_path / 'r')
+    sweep_plan.plan_runs([BBF_GIN, str(no_seed)], 'Pong', '0', tmp_path / 'r')
   no_game = tmp_path / 'no_game.gin'
   no_game.write_text('\n'.join(l for l in lines if 'game_name' not in l))
   with pytest.raises(ValueError, match='binds no game'):
-    sweep.plan_runs([str(no_game)], 'Pong', '0', tmp_path / 'r')
+    sweep_plan.plan_runs([str(no_game)], 'Pong', '0', tmp_path / 'r')
   # A commented-out binding is not a binding.
   commented = tmp_path / 'commented.gin'
   commented.write_text('\n'.join('# ' + l if l.startswith('BBFAgent.seed')
                                  else l for l in lines))
   with pytest.raises(ValueError, match='binds no seed'):
-    sweep.selectors(str(commented))
+    sweep_plan.selectors(str(commented))
   # An included file's binding counts.
   included = tmp_path / 'included.gin'
   included.write_text(f"include '{no_seed.name}'\nBBFAgent.seed = 0\n")
-  assert sweep.selectors(str(included)) == (
+  assert sweep_plan.selectors(str(included)) == (
       ['BBFAgent'], ['atari_lib.create_atari_environment'], 'atari')
   # An environment factory of no known domain: refused.
   other = tmp_path / 'other.gin'
   other.write_text("BBFAgent.seed = 0\n"
                    "create_gym_environment.game_name = 'CartPole'\n")
   with pytest.raises(ValueError, match='create_gym_environment'):
-    sweep.selectors(str(other))
+    sweep_plan.selectors(str(other))
   # From the command line: a message and exit code 2 before anything runs.
   root = tmp_path / 'cli'
   assert sweep.main(['--gin_files', str(no_seed), '--games', 'Pong',
@@ -245,15 +247,15 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys):
 
 def test_run_status(tmp_path):
   run_dir = tmp_path / 'run'
-  assert sweep.run_status(run_dir) == 'new'
+  assert sweep_plan.run_status(run_dir) == 'new'
   (run_dir / 'checkpoints').mkdir(parents=True)
   (run_dir / 'checkpoints' / 'ckpt.10').write_bytes(b'')
-  assert sweep.run_status(run_dir) == 'new'  # No sentinel: incomplete.
+  assert sweep_plan.run_status(run_dir) == 'new'  # No sentinel: incomplete.
   (run_dir / 'checkpoints' / f'{checkpoints.SENTINEL_PREFIX}.10').write_text(
       '')
-  assert sweep.run_status(run_dir) == 'resume'
+  assert sweep_plan.run_status(run_dir) == 'resume'
   (run_dir / 'final_eval.json').write_text('{"mean_return": 1.5}')
-  assert sweep.run_status(run_dir) == 'done'
+  assert sweep_plan.run_status(run_dir) == 'done'
 
 
 def _make_statuses(root):
@@ -270,7 +272,7 @@ def test_dry_run_lists_status_and_commands(tmp_path, capsys):
   assert sweep.main(['--gin_files', BBF_GIN, '--games', 'Pong', '--seeds',
                      '0-2', '--root', str(tmp_path), '--dry_run']) == 0
   out = capsys.readouterr().out.splitlines()
-  runs = sweep.plan_runs(BBF_GIN, 'Pong', '0-2', tmp_path)
+  runs = sweep_plan.plan_runs(BBF_GIN, 'Pong', '0-2', tmp_path)
   assert out == [
       f'done   bbf Pong seed 0: {runs[0].run_dir}',
       f'resume bbf Pong seed 1: {runs[1].run_dir}',
@@ -290,8 +292,8 @@ def test_slurm_script(tmp_path, capsys):
                      '--slurm', '--gpus_per_run', '0.5', '--cpus_per_run',
                      '2', '--parallel', '3']) == 0
   script = capsys.readouterr().out
-  runs = [r for r in sweep.plan_runs([BBF_GIN, DER_GIN], 'Pong', '0-2',
-                                     tmp_path) if r.status != 'done']
+  runs = [r for r in sweep_plan.plan_runs([BBF_GIN, DER_GIN], 'Pong', '0-2',
+                                          tmp_path) if r.status != 'done']
   assert len(runs) == 5
   assert script.startswith('#!/bin/bash\n')
   for line in ('#SBATCH --array=0-4%3', '#SBATCH --cpus-per-task=2',
@@ -388,7 +390,7 @@ def fake_train(tmp_path, monkeypatch):
   (tmp_path / 'fake_train.py').write_text(FAKE_TRAIN)
   monkeypatch.setenv('PYTHONPATH', str(tmp_path), prepend=os.pathsep)
   monkeypatch.setenv('SWEEP_TEST_MARK', 'inherited')
-  monkeypatch.setattr(sweep, 'TRAIN_MODULE', 'fake_train')
+  monkeypatch.setattr(sweep_plan, 'TRAIN_MODULE', 'fake_train')
 
 
 def test_sweep_summary_with_failures(tmp_path, fake_train, capsys):
@@ -457,7 +459,7 @@ def test_a_run_going_on_elsewhere_is_not_started_twice(tmp_path, fake_train,
   assert summary['counts']['done'] == 1 and summary['counts']['failed'] == 1
   assert summary['failed_logs'] == [str(busy / 'sweep.log')]
   assert 'is locked by a process still running' in capsys.readouterr().out
-  assert sweep.run_status(busy) == 'new'
+  assert sweep_plan.run_status(busy) == 'new'
   assert (busy / 'sweep.log').read_text() == ''
   # Once that process is gone, the run goes.
   summary = sweep.run_sweep(BBF_GIN, 'Pong', '0-1', root, report=False)
@@ -570,7 +572,7 @@ def test_sigterm_terminates_runs(tmp_path, run_env):
     run_dir = root / 'bbf' / 'Pong' / seed
     assert f'exit code -{int(signal.SIGTERM)}' in (run_dir / 'sweep.log'
                                                    ).read_text()
-    assert sweep.run_status(run_dir) == 'new'
+    assert sweep_plan.run_status(run_dir) == 'new'
 
 
 @pytest.fixture
@@ -656,27 +658,27 @@ MINATAR_DQN_GIN = str(ROOT / 'gin_configs' / 'minatar' / 'dqn.gin')
 
 
 def test_parse_minatar_games():
-  assert sweep.parse_games('breakout, Space_Invaders,minatar-asterix',
-                           'minatar') == [
+  assert sweep_plan.parse_games('breakout, Space_Invaders,minatar-asterix',
+                                'minatar') == [
                                'minatar-breakout', 'minatar-space_invaders',
                                'minatar-asterix']
-  assert sweep.parse_games('minatar', 'minatar') == [
+  assert sweep_plan.parse_games('minatar', 'minatar') == [
       'minatar-asterix', 'minatar-breakout', 'minatar-freeway',
       'minatar-seaquest', 'minatar-space_invaders']
   with pytest.raises(ValueError, match="Unknown MinAtar game.*'Pong'"):
-    sweep.parse_games('breakout,Pong', 'minatar')
+    sweep_plan.parse_games('breakout,Pong', 'minatar')
   with pytest.raises(ValueError, match='twice'):
-    sweep.parse_games('breakout,minatar-breakout', 'minatar')
+    sweep_plan.parse_games('breakout,minatar-breakout', 'minatar')
   # 'atari100k' is not a MinAtar selection, nor 'minatar' an Atari one.
   with pytest.raises(ValueError, match='Unknown MinAtar'):
-    sweep.parse_games('atari100k', 'minatar')
+    sweep_plan.parse_games('atari100k', 'minatar')
   with pytest.raises(ValueError, match='Unknown Atari 100k'):
-    sweep.parse_games('minatar', 'atari')
+    sweep_plan.parse_games('minatar', 'atari')
 
 
 def test_plan_minatar_runs(tmp_path):
-  runs = sweep.plan_runs([MINATAR_GIN, MINATAR_DQN_GIN], 'breakout,seaquest',
-                         '0-1', tmp_path)
+  runs = sweep_plan.plan_runs([MINATAR_GIN, MINATAR_DQN_GIN],
+                              'breakout,seaquest', '0-1', tmp_path)
   assert len(runs) == 2 * 2 * 2
   run = runs[0]
   # The directory carries the domain; the binding the package's own name.
@@ -689,7 +691,7 @@ def test_plan_minatar_runs(tmp_path):
                           'JaxDQNAgent.seed=1')
   # Atari and MinAtar in one sweep: refused, naming both.
   with pytest.raises(ValueError, match='mix Atari and MinAtar'):
-    sweep.plan_runs([BBF_GIN, MINATAR_GIN], 'breakout', '0', tmp_path)
+    sweep_plan.plan_runs([BBF_GIN, MINATAR_GIN], 'breakout', '0', tmp_path)
   # Atari game names with a MinAtar config: refused.
   with pytest.raises(ValueError, match="Unknown MinAtar game.*'Pong'"):
-    sweep.plan_runs([MINATAR_GIN], 'Pong', '0', tmp_path)
+    sweep_plan.plan_runs([MINATAR_GIN], 'Pong', '0', tmp_path)
