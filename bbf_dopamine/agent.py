@@ -117,6 +117,7 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
                pruning_frequency=1000,
                prune_layers='encoder,transition_model,projection,predictor,head',
                pruning_total_steps=100_000,
+               pruning_on_reset='keep',
                # Compatibility with the official code's defects (see README).
                legacy_nstep=False,
                legacy_spr_mask=False,
@@ -247,7 +248,8 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
     redo.recyclable_layers(self.network_def, params, self._redo.groups)
     self._pruner = pruning.Pruner(target_sparsity, pruning_start,
                                   pruning_end, pruning_frequency,
-                                  prune_layers, pruning_total_steps)
+                                  prune_layers, pruning_total_steps,
+                                  pruning_on_reset)
     self._state = learner.TrainState(
         online_params=params,
         target_params=jax.tree_util.tree_map(jnp.copy, params),
@@ -312,10 +314,12 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
       params = resets.shrink_perturb(
           params, self._init_params(key), self.shrink_perturb_keys,
           self.shrink_factor, self.perturb_factor)
-      if state.masks is not None:  # a reset keeps the pruned topology
-        params = pruning.apply_masks(params, state.masks)
+      if masks is not None:  # 'keep': a reset keeps the pruned topology
+        params = pruning.apply_masks(params, masks)
       return params
+    masks = self._pruner.masks_after_reset(state.masks)
     return state._replace(
+        masks=masks,
         online_params=reset(state.online_params, key_online),
         target_params=reset(state.target_params, key_target),
         opt_state=resets.reset_optimizer_state(
@@ -332,6 +336,7 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
     self._state = self._jit_reset(self._state, key_online, key_target)
     self.cycle_start = self.gradient_steps
     self.num_resets += 1
+    self._pruner.reset()
     logging.info('Reset %d at agent step %d (gradient step %d).',
                  self.num_resets, self.training_steps, self.gradient_steps)
 
@@ -465,7 +470,7 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
     """Magnitude pruning to `sparsity` (pruning.py); logs every layer's."""
     counts = pruning.num_pruned(self._state.masks, sparsity)
     self._state = pruning.prune(self._state, counts)
-    self._pruner.applied = sparsity
+    self._pruner.pruned(sparsity)
     self._write_scalars({f'Plasticity/Sparsity/{k}': v for k, v in
                          pruning.sparsities(self._state.masks).items()},
                         self.gradient_steps)

@@ -20,10 +20,18 @@ weight stay zero, and the updated online and EMA target parameters are
 masked after it, so neither momentum nor weight decay revives a pruned
 weight. At a pruning step the newly pruned weights' moments are zeroed too.
 
-Resets: the pruning papers train without resets. Here a shrink-and-perturb
-reset keeps the masks: the fresh draw is masked, so the sparse topology and
-its sparsity survive the reset and the schedule continues on the agent-step
-clock.
+Resets: the pruning papers train without resets, so what a shrink-and-perturb
+reset does to the masks is our choice (`BBFAgent.pruning_on_reset`):
+  'keep': the fresh draw is masked, so the sparse topology and its sparsity
+      survive the reset and the schedule continues on the agent-step clock.
+      The fully reset layers then are a random sparse network whose surviving
+      positions were chosen for the old weights' magnitudes.
+  'regrow': the reset makes every pruned tensor dense again (masks all ones,
+      the encoder's shrink-and-perturb mix dense too), and the next pruning
+      step on the schedule, `frequency` gradient steps later, prunes the
+      retrained weights by magnitude to the schedule's sparsity at that point
+      (the target once past t_1). Pruning after the last reset ends sparse.
+results/minatar/README.md compares the two.
 """
 
 
@@ -144,11 +152,17 @@ def sparsities(masks):
   return values
 
 
+RESET_RULES = ('keep', 'regrow')
+
+
 class Pruner(object):
   """The schedule on the agent's clocks; pruning itself is `prune`."""
 
   def __init__(self, target_sparsity, start, end, frequency, layers,
-               total_steps):
+               total_steps, on_reset='keep'):
+    if on_reset not in RESET_RULES:
+      raise ValueError(f'Unknown pruning_on_reset {on_reset!r}; expected one '
+                       f'of {RESET_RULES}.')
     if not 0.0 <= target_sparsity < 1.0:
       raise ValueError(f'target_sparsity={target_sparsity} must be in [0, 1).')
     if not 0.0 <= start < end <= 1.0:
@@ -162,11 +176,31 @@ class Pruner(object):
     self.frequency = int(frequency)
     self.start_step = start * total_steps  # agent steps
     self.end_step = end * total_steps
+    self.on_reset = on_reset
     self.applied = 0.0  # sparsity of the last pruning step
+    # After a regrowing reset: prune only on the schedule's period, even past
+    # t_1, so the fresh weights train before their magnitudes are compared.
+    self.regrown = False
 
   @property
   def enabled(self):
     return self.target > 0
+
+  def masks_after_reset(self, masks):
+    """Pure (jitted with the reset): the masks a reset leaves."""
+    if masks is None or self.on_reset == 'keep':
+      return masks
+    return jax.tree_util.tree_map(jnp.ones_like, masks)
+
+  def reset(self):
+    """Host side of a reset: the regrown network is dense again."""
+    if self.enabled and self.on_reset == 'regrow':
+      self.applied = 0.0
+      self.regrown = True
+
+  def pruned(self, sparsity):
+    self.applied = sparsity
+    self.regrown = False
 
   def due(self, previous_step, step, agent_step):
     """The sparsity to prune to after this gradient step, or None."""
@@ -175,12 +209,15 @@ class Pruner(object):
     sparsity = sparsity_at(agent_step, self.start_step, self.end_step,
                            self.target)
     on_schedule = step // self.frequency > previous_step // self.frequency
-    if sparsity > self.applied and (on_schedule or sparsity >= self.target):
+    at_target = sparsity >= self.target and not self.regrown
+    if sparsity > self.applied and (on_schedule or at_target):
       return sparsity
     return None
 
   def bundle(self):
-    return {'applied': self.applied}
+    return {'applied': self.applied, 'regrown': self.regrown}
 
   def unbundle(self, saved):
     self.applied = saved['applied']
+    # Checkpoints written before pruning_on_reset existed lack it.
+    self.regrown = bool(saved.get('regrown', False))

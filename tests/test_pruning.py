@@ -8,7 +8,9 @@
   * 100 AdamW updates with weight decay through the learner keep every
     pruned weight (online and target) and its Adam moments exactly zero;
   * the agent prunes on schedule: each logged sparsity is the schedule's
-    value at that agent step, floored per tensor;
+    value at that agent step, floored per tensor, under both reset rules
+    ('keep' carries the masks through a reset, 'regrow' makes it dense and
+    waits one pruning period before pruning again);
   * the MinAtar pruning files run through Dopamine's train binary.
 """
 
@@ -128,26 +130,48 @@ def test_pruned_weights_stay_zero_under_adamw():
     assert np.all(np.asarray(leaf)[masks[key] == 0] == 0), key
 
 
-def test_agent_prunes_on_schedule():
+def _pruning_agent(**kwargs):
   net = functools.partial(networks.BBFNetwork, width_scale=0.25,
                           hidden_dim=16)
-  agent = agent_lib.BBFAgent(
+  settings = dict(
       num_actions=3, observation_shape=(12, 12), network=net, seed=0,
       min_replay_history=20, replay_ratio=32, batch_size=16,
       batches_to_group=2, jumps=2, replay_capacity=500, reset_every=50,
       no_resets_after=100, diagnostics_every=0, target_sparsity=0.9,
       pruning_start=0.2, pruning_end=0.8, pruning_total_steps=100,
       pruning_frequency=8, prune_layers='encoder,projection,head')
+  settings.update(kwargs)
+  agent = agent_lib.BBFAgent(**settings)
+  logged, at_reset = [], []
+  agent._write_scalars = lambda values, step: logged.append(  # pylint: disable=protected-access
+      (agent.training_steps, values))
+  reset_networks = agent.reset_networks
+
+  def record_reset():
+    reset_networks()
+    state = agent._state  # pylint: disable=protected-access
+    at_reset.append((_by_key(state.online_params), _by_key(state.masks)))
+  agent.reset_networks = record_reset
+  return agent, logged, at_reset
+
+
+def _run(agent, steps):
+  rng = np.random.default_rng(0)
+  agent.begin_episode(rng.integers(0, 256, (12, 12)))
+  for _ in range(steps - 1):
+    agent.step(0.0, rng.integers(0, 256, (12, 12)))
+
+
+@pytest.mark.parametrize('rule', pruning.RESET_RULES)
+def test_agent_prunes_on_schedule(rule):
+  """Both reset rules prune on the same schedule; 'keep' carries the masks
+  through the reset at agent step 50, 'regrow' leaves it dense and the next
+  scheduled step (52) prunes the retrained weights from scratch."""
+  agent, logged, at_reset = _pruning_agent(pruning_on_reset=rule)
   sizes = {networks.parameter_key(p): m.size for p, m in
            jax.tree_util.tree_leaves_with_path(agent._state.masks)  # pylint: disable=protected-access
            if m.ndim}
-  logged = []
-  agent._write_scalars = lambda values, step: logged.append(  # pylint: disable=protected-access
-      (agent.training_steps, values))
-  rng = np.random.default_rng(0)
-  agent.begin_episode(rng.integers(0, 256, (12, 12)))
-  for _ in range(99):
-    agent.step(0.0, rng.integers(0, 256, (12, 12)))
+  _run(agent, 100)
   assert agent.training_steps == 100 and agent.num_resets == 1
   prunes = [(t, v) for t, v in logged if 'Plasticity/Sparsity/all' in v]
   steps = [t for t, _ in prunes]
@@ -159,12 +183,65 @@ def test_agent_prunes_on_schedule():
     for key, n in sizes.items():
       assert values['Plasticity/Sparsity/' + '/'.join(key)] == (
           np.floor(s * n) / n), (t, key)
-  # At the end: 90% per tensor, after a reset at step 50 too; biases and
-  # the transition model dense.
+  # Right after the reset (the last pruning step was at 48).
+  (params, masks), = at_reset
+  kept = np.floor(pruning.sparsity_at(48, 20, 80, 0.9) * np.array(
+      list(sizes.values())))
+  zeros = [np.sum(params[key] == 0) for key in sizes]
+  mask_zeros = [np.sum(masks[key] == 0) for key in sizes]
+  if rule == 'keep':
+    assert zeros == mask_zeros == list(kept)
+  else:
+    assert zeros == mask_zeros == [0] * len(sizes)
+  # At the end: 90% per tensor; biases and the transition model dense.
   final = _by_key(agent.online_params)
   for key, n in sizes.items():
     assert np.sum(final[key] == 0) == np.floor(0.9 * n), key
   assert np.all(final[('transition_model', 'Conv_0', 'kernel')] != 0)
+
+
+def test_regrown_network_trains_a_period_before_it_is_pruned_again():
+  """A reset after the schedule's end: 'regrow' prunes to the target one
+  pruning period later (agent step 52), not at the reset's first gradient
+  step, so the fresh weights' magnitudes mean something; 'keep' has
+  nothing left to prune."""
+  prunes = {}
+  for rule in pruning.RESET_RULES:
+    agent, logged, _ = _pruning_agent(pruning_on_reset=rule, pruning_end=0.4)
+    _run(agent, 60)
+    prunes[rule] = [(t, v['Plasticity/Sparsity/encoder']) for t, v in logged
+                    if 'Plasticity/Sparsity/all' in v]
+    assert agent.num_resets == 1
+  before = [t for t, _ in prunes['keep']]
+  assert before == list(range(24, 37, 4)) + [40], before
+  assert prunes['regrow'][:len(before)] == prunes['keep']
+  (t, encoder), = prunes['regrow'][len(before):]
+  assert t == 52 and encoder == pytest.approx(0.9, abs=0.01), (t, encoder)
+
+
+def test_pruner_waits_after_a_regrowing_reset_and_checkpoints_it():
+  """Pruner's clock, by hand: past t_1 (agent step 80) a regrown network is
+  pruned only when a period of 10 gradient steps ends, and a checkpoint
+  taken in between (bundle / unbundle) keeps that wait."""
+  def pruner(rule):
+    return pruning.Pruner(0.9, 0.2, 0.8, 10, 'encoder', 100, on_reset=rule)
+  keep, regrow = pruner('keep'), pruner('regrow')
+  for p in (keep, regrow):
+    p.pruned(0.9)
+    p.reset()
+  assert (keep.applied, keep.regrown) == (0.9, False)
+  assert (regrow.applied, regrow.regrown) == (0.0, True)
+  # Gradient steps 21 -> 22 end no period; 29 -> 30 end one.
+  assert keep.due(21, 22, 85) is None
+  assert regrow.due(21, 22, 85) is None
+  restored = pruner('regrow')
+  restored.unbundle(regrow.bundle())
+  assert restored.due(21, 22, 85) is None
+  assert restored.due(29, 30, 85) == 0.9
+  # A checkpoint from before the rule existed: no wait pending.
+  old = pruner('regrow')
+  old.unbundle({'applied': 0.0})
+  assert old.due(21, 22, 85) == 0.9
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -173,6 +250,8 @@ def test_agent_prunes_on_schedule():
      'pruning_start'),
     (dict(target_sparsity=0.9, pruning_frequency=0), 'pruning_frequency'),
     (dict(target_sparsity=0.9, prune_layers='encoder,torso'), 'prune_layers'),
+    (dict(target_sparsity=0.9, pruning_on_reset='densify'),
+     'pruning_on_reset'),
 ])
 def test_bad_values_name_the_parameter(kwargs, match):
   net = functools.partial(networks.BBFNetwork, width_scale=0.25,
