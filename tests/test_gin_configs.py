@@ -101,8 +101,8 @@ FACTS = {
     'bbf_tokenized1.gin': {},
     'bbf_redo.gin': dict(redo=REDO_FACTS),
     'bbf_redo_no_resets.gin': dict(redo=REDO_FACTS, resets=()),
-    'bbf_prune90.gin': dict(pruning=prune_facts(0.9)),
-    'bbf_prune95.gin': dict(pruning=prune_facts(0.95)),
+    'bbf_prune90.gin': dict(pruning=prune_facts(0.9), resets=()),
+    'bbf_prune95.gin': dict(pruning=prune_facts(0.95), resets=()),
 }
 
 # Each variant's bindings that differ from bbf.gin; REMOVED: not bound.
@@ -145,7 +145,9 @@ def prune_bindings(sparsity):
           'BBFAgent.pruning_frequency': 1_000,
           'BBFAgent.pruning_total_steps': 100_000,
           'BBFAgent.prune_layers':
-              'encoder,transition_model,projection,predictor,head'}
+              'encoder,transition_model,projection,predictor,head',
+          # No resets, as in the pruning papers (results/minatar).
+          'BBFAgent.no_resets_after': 0}
 
 
 DEVIATIONS = {

@@ -77,8 +77,8 @@ MINATAR_FACTS = {
     'bbf_tokenized1.gin': {},
     'bbf_redo.gin': dict(redo=REDO_FACTS),
     'bbf_redo_no_resets.gin': dict(redo=REDO_FACTS, resets=()),
-    'bbf_prune90.gin': dict(pruning=prune_facts(0.9)),
-    'bbf_prune95.gin': dict(pruning=prune_facts(0.95)),
+    'bbf_prune90.gin': dict(pruning=prune_facts(0.9), resets=()),
+    'bbf_prune95.gin': dict(pruning=prune_facts(0.95), resets=()),
 }
 
 # Cheap: a tiny network and replay, 40 agent steps (training from the 21st),
