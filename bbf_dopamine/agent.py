@@ -250,6 +250,7 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
                                   pruning_end, pruning_frequency,
                                   prune_layers, pruning_total_steps,
                                   pruning_on_reset)
+    self._pruner.warn_about_resets(reset_every, no_resets_after)
     self._state = learner.TrainState(
         online_params=params,
         target_params=jax.tree_util.tree_map(jnp.copy, params),

@@ -35,6 +35,7 @@ results/minatar/README.md compares the two.
 """
 
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -185,6 +186,16 @@ class Pruner(object):
   @property
   def enabled(self):
     return self.target > 0
+
+  def warn_about_resets(self, reset_every, no_resets_after):
+    """Logs a warning when pruning meets resets (not an error: a choice)."""
+    if self.enabled and no_resets_after >= reset_every:
+      logging.warning(
+          'Pruning to %s with resets every %d agent steps (pruning_on_reset='
+          '%r): on MinAtar Breakout this combination collapsed at the reset '
+          'after the sparsity passed about 80%% (results/minatar/README.md); '
+          'the pruning gin files set BBFAgent.no_resets_after = 0.',
+          self.target, reset_every, self.on_reset)
 
   def masks_after_reset(self, masks):
     """Pure (jitted with the reset): the masks a reset leaves."""

@@ -244,6 +244,17 @@ def test_pruner_waits_after_a_regrowing_reset_and_checkpoints_it():
   assert old.due(21, 22, 85) == 0.9
 
 
+@pytest.mark.parametrize('sparsity, no_resets_after, warns', [
+    (0.9, 100_000, True), (0.9, 0, False), (0.9, 19_999, False),
+    (0.0, 100_000, False)])
+def test_pruning_with_resets_is_warned_about(sparsity, no_resets_after, warns,
+                                             caplog):
+  pruner = pruning.Pruner(sparsity, 0.2, 0.8, 1000, 'encoder', 100_000)
+  with caplog.at_level('WARNING'):
+    pruner.warn_about_resets(20_000, no_resets_after)
+  assert ('collapsed at the reset' in caplog.text) == warns, caplog.text
+
+
 @pytest.mark.parametrize('kwargs, match', [
     (dict(target_sparsity=1.0), 'target_sparsity'),
     (dict(target_sparsity=0.9, pruning_start=0.8, pruning_end=0.2),
