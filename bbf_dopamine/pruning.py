@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bbf_dopamine import networks
+from bbf_dopamine import schedules
 
 
 def sparsity_at(step, start, end, target):
@@ -189,7 +190,9 @@ class Pruner(object):
 
   def warn_about_resets(self, reset_every, no_resets_after):
     """Logs a warning when pruning meets resets (not an error: a choice)."""
-    if self.enabled and no_resets_after >= reset_every:
+    # Resets happen at all if and only if the first one fits.
+    first = schedules.is_reset_step(reset_every, reset_every, no_resets_after)
+    if self.enabled and first:
       logging.warning(
           'Pruning to %s with resets every %d agent steps (pruning_on_reset='
           '%r): on MinAtar Breakout this combination collapsed at the reset '

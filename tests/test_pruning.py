@@ -245,8 +245,9 @@ def test_pruner_waits_after_a_regrowing_reset_and_checkpoints_it():
 
 
 @pytest.mark.parametrize('sparsity, no_resets_after, warns', [
-    (0.9, 100_000, True), (0.9, 0, False), (0.9, 19_999, False),
-    (0.0, 100_000, False)])
+    (0.9, 100_000, True), (0.9, 40_000, True), (0.9, 0, False),
+    # A reset needs a whole interval after it (schedules.is_reset_step).
+    (0.9, 39_999, False), (0.0, 100_000, False)])
 def test_pruning_with_resets_is_warned_about(sparsity, no_resets_after, warns,
                                              caplog):
   pruner = pruning.Pruner(sparsity, 0.2, 0.8, 1000, 'encoder', 100_000)
