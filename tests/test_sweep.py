@@ -45,6 +45,7 @@ from bbf_dopamine import sweep
 from bbf_dopamine import sweep_backends
 from bbf_dopamine import sweep_plan
 import test_end_to_end
+from test_run_tests import run_tests
 
 ROOT = test_end_to_end.ROOT
 BBF_GIN = str(ROOT / 'gin_configs' / 'bbf.gin')
@@ -78,7 +79,7 @@ def run_env(tmp_path_factory):
                  str(tmp_path_factory.mktemp('jax')))
   env.update({'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
               'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
-              'JAX_COMPILATION_CACHE_MAX_SIZE': str(8 << 30)})
+              'JAX_COMPILATION_CACHE_MAX_SIZE': run_tests.CACHE_MAX_BYTES})
   return env
 
 
