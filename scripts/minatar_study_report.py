@@ -5,6 +5,8 @@ r"""Builds the committed MinAtar study report from the study's runs.
       --out results/minatar
   python scripts/minatar_study_report.py \
       --variants_runs VARIANT_RUNS --out results/minatar
+  python scripts/minatar_study_report.py \
+      --games_runs GAMES_RUNS --out results/minatar
 
 Writes, under --out:
   * report/: the ordinary comparison report of the runs
@@ -25,6 +27,9 @@ With --variants_runs (BBF's successors' runs; BBF's own may be its small
 files from runs/, which give its final scores but no curves), the same
 comparison report, with the variants' learning and plasticity curves, goes
 to variants/report/ and their small files to variants/runs/.
+With --games_runs (BBF, DQN and Rainbow on every MinAtar game; Breakout's
+runs may be the small files of runs/), the same report goes to
+games/report/ and the small files to games/runs/.
 """
 
 import argparse
@@ -163,6 +168,15 @@ def ablation_report(runs: str, out: str, reps: int, seed: int) -> None:
   print(text)
 
 
+def side_report(runs: str, out: str, reps: int, seed: int) -> None:
+  """The comparison report of `runs` in out/report, small files in out/runs."""
+  result = analyze.build_report([runs], os.path.join(out, 'report'),
+                                reps=reps, seed=seed)
+  _print(result, os.path.join(out, 'report'))
+  copied = copy_small_files(runs, os.path.join(out, 'runs'))
+  print(f'{copied} run files copied')
+
+
 def _print(result, report_dir):
   print(result['aggregates'][['agent', 'iqm', 'iqm_low', 'iqm_high',
                                'mean']].to_string(index=False))
@@ -175,26 +189,22 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', help='the ablation study\'s runs')
   parser.add_argument('--variants_runs', help='the variants\' runs')
+  parser.add_argument('--games_runs', help='the five games\' runs')
   parser.add_argument('--out', required=True)
   parser.add_argument('--reps', type=int, default=2000)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
-  if not (args.runs or args.variants_runs):
-    parser.error('give --runs, --variants_runs or both')
+  if not (args.runs or args.variants_runs or args.games_runs):
+    parser.error('give --runs, --variants_runs, --games_runs or several')
   logging.set_verbosity(logging.WARNING)  # rliable logs every bootstrap.
   if args.runs:
     ablation_report(args.runs, args.out, args.reps, args.seed)
     copied = copy_small_files(args.runs, os.path.join(args.out, 'runs'))
     print(f'{copied} run files copied')
-  if args.variants_runs:
-    variants = os.path.join(args.out, 'variants')
-    result = analyze.build_report([args.variants_runs],
-                                  os.path.join(variants, 'report'),
-                                  reps=args.reps, seed=args.seed)
-    _print(result, os.path.join(variants, 'report'))
-    copied = copy_small_files(args.variants_runs,
-                              os.path.join(variants, 'runs'))
-    print(f'{copied} run files copied')
+  for runs, subdir in ((args.variants_runs, 'variants'),
+                       (args.games_runs, 'games')):
+    if runs:
+      side_report(runs, os.path.join(args.out, subdir), args.reps, args.seed)
   if args.runs:
     plot_resets(args.runs, args.out)
   return 0

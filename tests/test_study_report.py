@@ -1,6 +1,7 @@
 # coding=utf-8
 """scripts/minatar_study_report.py: the ablation table against the paper's."""
 
+import json
 import pathlib
 import sys
 
@@ -50,3 +51,39 @@ def test_ablation_changes_and_ranks_by_hand():
       'bbf_gamma099': 4, 'bbf_no_wd': 5, 'bbf_no_resets': 6}
   markdown = minatar_study_report.ablation_markdown(df.reset_index())
   assert '| BBF+n=10 | 2.000 [1.000, 3.000] | -3.000 (1) |' in markdown
+
+
+def test_games_report_normalises_each_game_by_its_own_random_score(tmp_path):
+  # Two agents on two MinAtar games, two seeds each, final scores only (as
+  # the Breakout runs' small files are).
+  returns = {'a': {'breakout': [4.0, 6.0], 'asterix': [2.0, 3.0]},
+             'b': {'breakout': [1.0, 0.5], 'asterix': [0.5, 1.5]}}
+  runs = tmp_path / 'runs'
+  for agent, games in returns.items():
+    for game, values in games.items():
+      for seed, value in enumerate(values):
+        run_dir = runs / agent / f'minatar-{game}' / str(seed)
+        run_dir.mkdir(parents=True)
+        (run_dir / 'final_eval.json').write_text(json.dumps({
+            'agent': agent, 'game': f'minatar-{game}', 'seed': seed,
+            'env_steps': 10_000, 'num_episodes': 1, 'returns': [value],
+            'mean_return': value, 'human_normalized_mean': None}))
+  out = tmp_path / 'out'
+  assert minatar_study_report.main(['--games_runs', str(runs), '--out',
+                                    str(out), '--reps', '20']) == 0
+  table = pd.read_csv(out / 'games' / 'report' / 'aggregates.csv')
+  table = table.set_index('agent')
+  # Random play on MinAtar 1.0.15 (bbf_dopamine/data/minatar_random.csv).
+  random = {'breakout': (0.4950, 0.7330), 'asterix': (0.4865, 0.8522)}
+  for agent, games in returns.items():
+    normalised = np.sort([(v - random[g][0]) / random[g][1]
+                          for g, values in games.items() for v in values])
+    # 4 scores: the 25%-trimmed mean keeps the middle two; the mean all.
+    assert table.loc[agent, 'iqm'] == pytest.approx(normalised[1:3].mean())
+    assert table.loc[agent, 'mean'] == pytest.approx(normalised.mean())
+  copied = sorted(p.relative_to(out / 'games' / 'runs').as_posix()
+                  for p in (out / 'games' / 'runs').rglob('*.json'))
+  assert copied == sorted(f'{a}/minatar-{g}/{s}/final_eval.json'
+                          for a in returns for g in returns[a]
+                          for s in range(2))
+  assert not (out / 'ablations.md').exists()  # only the games' report
