@@ -1,5 +1,6 @@
 # coding=utf-8
-"""scripts/minatar_study_report.py: the ablation table against the paper's."""
+"""scripts/minatar_study_report.py: the ablation table against the paper's, and
+the five-game report."""
 
 import json
 import pathlib
