@@ -10,8 +10,16 @@ second of the whole loop (environment, replay writes and sampling, priority
 updates, acting, training), the fraction of loop time spent outside the
 jitted training step (host overhead), peak resident memory, device memory on
 an accelerator, and the projected wall-clock of a 100k-step run.
+
+It also splits the loop's time per agent step into its parts: environment,
+action selection (a jitted forward pass, which a GPU would run), replay
+sampling, priority updates, replay writes, the training step, and the rest
+(frame stacking, schedules, Python). The parts that stay on the host when
+the network runs on a GPU are what a GPU run's wall-clock cannot go below
+(benchmarks/device/README.md).
 """
 
+import collections
 import functools
 import json
 import resource
@@ -47,21 +55,30 @@ def main(_):
       replay_ratio=FLAGS.replay_ratio, batches_to_group=FLAGS.batches_to_group,
       min_replay_history=FLAGS.warmup, replay_capacity=100_000)
 
-  train_time = [0.0]
-  original_train = learner.train
+  seconds = collections.defaultdict(float)  # part -> time in the loop
 
-  def timed_train(*args, **kwargs):
-    start = time.perf_counter()
-    out = jax.block_until_ready(original_train(*args, **kwargs))
-    train_time[0] += time.perf_counter() - start
-    return out
-  learner.train = timed_train
+  def timed(part, fn, block=False):
+    def wrapper(*args, **kwargs):
+      start = time.perf_counter()
+      out = fn(*args, **kwargs)
+      if block:  # device work is asynchronous: charge it to its own part
+        out = jax.block_until_ready(out)
+      seconds[part] += time.perf_counter() - start
+      return out
+    return wrapper
+  learner.train = timed('train', learner.train, block=True)
+  learner.select_action = timed('act', learner.select_action, block=True)
+  agent._sample_batch = timed('sample', agent._sample_batch)
+  agent._replay.update_priorities = timed('priorities',
+                                          agent._replay.update_priorities)
+  agent._replay.add = timed('replay_add', agent._replay.add)
+  env_step = timed('env', env.step)
 
   def run(num_steps):
     done = 0
     action = agent.begin_episode(env.reset())
     while done < num_steps:
-      observation, reward, terminal, _ = env.step(action)
+      observation, reward, terminal, _ = env_step(action)
       done += 1
       reward = float(np.clip(reward, -1, 1))
       if env.game_over or terminal:
@@ -72,7 +89,7 @@ def main(_):
         action = agent.step(reward, observation)
 
   run(FLAGS.warmup + 5)  # fills replay and compiles
-  train_time[0] = 0.0
+  seconds.clear()
   start = time.perf_counter()
   run(FLAGS.steps)
   loop = time.perf_counter() - start
@@ -84,7 +101,7 @@ def main(_):
             'device': device.device_kind, 'jax': jax.__version__}
   for name, value, unit in (
       ('loop_agent_steps_per_s', steps_per_s, '1/s'),
-      ('loop_host_overhead_fraction', 1.0 - train_time[0] / loop, '1'),
+      ('loop_host_overhead_fraction', 1.0 - seconds['train'] / loop, '1'),
       ('peak_rss_bytes',
        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'B'),
       ('device_peak_bytes',
@@ -92,6 +109,12 @@ def main(_):
       ('projected_100k_run_hours', 100_000 / steps_per_s / 3600, 'h')):
     print(json.dumps(dict(figure=name, value=value, unit=unit, **common)),
           flush=True)
+  seconds['other'] = loop - sum(seconds.values())
+  for part in ('env', 'act', 'sample', 'priorities', 'replay_add', 'train',
+               'other'):
+    print(json.dumps(dict(figure=f'loop_{part}_s_per_agent_step',
+                          value=seconds[part] / FLAGS.steps, unit='s',
+                          **common)), flush=True)
 
 
 if __name__ == '__main__':

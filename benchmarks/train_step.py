@@ -6,11 +6,17 @@
 Figures: compile time of the training step and of action selection, steady
 state gradient steps per second (median of --repeats timed calls after a
 warm-up, `batches_to_group` minibatches per call), XLA's FLOP count per
-gradient step and the achieved FLOP/s. Synthetic frames; the step's cost does
-not depend on their content.
+gradient step and the achieved FLOP/s, the time of one action selection (the
+agent's forward pass per agent step) and on a GPU the device's peak memory.
+Synthetic frames; the step's cost does not depend on their content.
+
+It builds the training state the way `BBFAgent` does (with the agent's
+defaults, the official BBF.gin values) but imports neither Dopamine nor
+TensorFlow: a lent GPU machine has JAX, Flax and Optax but no TensorFlow, and
+TensorFlow's wheel is too large to carry there (benchmarks/device/README.md).
+tests/test_benchmarks.py checks that this step equals the agent's.
 """
 
-import functools
 import json
 import platform
 import statistics
@@ -22,16 +28,64 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bbf_dopamine import agent as agent_lib
 from bbf_dopamine import learner
 from bbf_dopamine import networks
+from bbf_dopamine import optimizers
 
 flags.DEFINE_float('width_scale', 1.0, 'Impala width scale.')
 flags.DEFINE_integer('hidden_dim', 2048, 'Hidden size.')
 flags.DEFINE_integer('replay_ratio', 64, 'BBF replay ratio (64 = RR 2).')
 flags.DEFINE_integer('batches_to_group', 2, 'Minibatches per jitted call.')
 flags.DEFINE_integer('repeats', 5, 'Timed calls.')
+flags.DEFINE_bool('half_precision', False,
+                  'bf16 computation, float32 parameters (the agent\'s '
+                  'half_precision).')
 FLAGS = flags.FLAGS
+
+# BBFAgent's defaults (official BBF.gin): a window holds stack_size - 1 frames
+# before s_t, then max(max_update_horizon, jumps) = 10 steps, then one more.
+STACK_SIZE = 4
+HORIZON = 10
+OBSERVATION_SHAPE = (84, 84)
+
+
+def build(width_scale, hidden_dim, batches_to_group, num_actions=18,
+          batch_size=32, seed=0, half_precision=False):
+  """Returns (config, state, batch) as BBFAgent(seed=seed) would build them.
+
+  Same network, optimiser, learner settings and PRNG key streams as
+  `BBFAgent.__init__` with its defaults; the batch is random frames, actions
+  and rewards in the agent's batch layout (learner.Batch).
+  """
+  network_def = networks.BBFNetwork(
+      num_actions=num_actions, num_atoms=51, dueling=True, noisy=False,
+      width_scale=width_scale, hidden_dim=hidden_dim,
+      dtype=jnp.bfloat16 if half_precision else jnp.float32)
+  optimizer = optimizers.create_scaling_optimizer()
+  config = learner.LearnerConfig(network=network_def, optimizer=optimizer)
+  # The agent splits its seed into (init, learner, acting, reset) keys.
+  key_init, key_learn, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
+  dummy = jnp.zeros((1,) + OBSERVATION_SHAPE + (STACK_SIZE,))
+  params = jax.jit(network_def.init)(key_init, dummy)
+  state = learner.TrainState(
+      online_params=params,
+      target_params=jax.tree_util.tree_map(jnp.copy, params),
+      opt_state=optimizer.init(params),
+      rng=key_learn)
+
+  rng = np.random.default_rng(seed)
+  window = STACK_SIZE - 1 + HORIZON + 1
+  lead = (batches_to_group, batch_size)
+  batch = learner.Batch(
+      frames=rng.integers(0, 256, lead + (window,) + OBSERVATION_SHAPE,
+                          np.uint8),  # (G, B, W, 84, 84)
+      episode_ends=np.zeros(lead + (window,), np.uint8),  # (G, B, W)
+      actions=rng.integers(0, num_actions, lead + (HORIZON,),
+                           dtype=np.int32),  # (G, B, H)
+      rewards=rng.normal(size=lead + (HORIZON,)).astype(np.float32),
+      terminals=np.zeros(lead + (HORIZON,), np.float32),  # (G, B, H)
+      probabilities=np.full(lead, 1e-3, np.float32))  # (G, B)
+  return config, state, batch
 
 
 def emit(name, value, unit, **extra):
@@ -39,6 +93,7 @@ def emit(name, value, unit, **extra):
             'width_scale': FLAGS.width_scale, 'hidden_dim': FLAGS.hidden_dim,
             'replay_ratio': FLAGS.replay_ratio,
             'batches_to_group': FLAGS.batches_to_group,
+            'half_precision': FLAGS.half_precision,
             'device': jax.devices()[0].device_kind,
             'jax': jax.__version__, 'machine': platform.processor() or
             platform.machine()}
@@ -47,45 +102,50 @@ def emit(name, value, unit, **extra):
 
 
 def main(_):
-  network = functools.partial(networks.BBFNetwork,
-                              width_scale=FLAGS.width_scale,
-                              hidden_dim=FLAGS.hidden_dim)
-  agent = agent_lib.BBFAgent(num_actions=18, network=network,
-                             replay_ratio=FLAGS.replay_ratio,
-                             batches_to_group=FLAGS.batches_to_group,
-                             replay_capacity=2000, min_replay_history=100)
-  rng = np.random.default_rng(0)
-  for step in range(400):
-    agent._replay.add(rng.integers(0, 255, (84, 84), np.uint8),
-                      rng.integers(18), float(rng.normal()), step % 97 == 96,
-                      step % 97 == 96)
-  _, batch = agent._sample_batch()
+  config, state, batch = build(FLAGS.width_scale, FLAGS.hidden_dim,
+                               FLAGS.batches_to_group,
+                               half_precision=FLAGS.half_precision)
   n, gamma = jnp.int32(10), jnp.float32(0.97)
-  state = agent._state
 
   start = time.perf_counter()
   compiled = learner.train.lower(state, batch, n, gamma,
-                                 config=agent._config).compile()
+                                 config=config).compile()
   emit('train_compile_s', time.perf_counter() - start, 's')
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops_per_step = float(cost.get('flops', float('nan'))) / (
       FLAGS.batches_to_group)
 
+  # Action selection: one (1, 84, 84, 4) state through the network, once
+  # per agent step; on a GPU it runs there, beside the training steps.
+  observation = jnp.asarray(np.random.default_rng(1).integers(
+      0, 256, (1,) + OBSERVATION_SHAPE + (STACK_SIZE,), np.uint8))
+  act = lambda rng: learner.select_action(
+      config.network, state.target_params, observation, rng, jnp.float32(0.),
+      config.network.num_actions, False, support=config.support)
   start = time.perf_counter()
-  learner.select_action.lower(agent.network_def, state.target_params,
-                              agent.state[None], agent._rng, jnp.float32(0.),
-                              18, False).compile()
+  learner.select_action.lower(
+      config.network, state.target_params, observation, state.rng,
+      jnp.float32(0.), config.network.num_actions, False,
+      support=config.support).compile()
   emit('act_compile_s', time.perf_counter() - start, 's')
+  rng = state.rng
+  jax.block_until_ready(act(rng))  # warm-up
+  act_times = []
+  for _ in range(10 * FLAGS.repeats):
+    start = time.perf_counter()
+    rng, action, _ = act(rng)
+    int(action)  # the agent reads the action on the host at once
+    act_times.append(time.perf_counter() - start)
+  emit('act_s_per_call', statistics.median(act_times), 's')
 
   state, metrics, _ = learner.train(state, batch, n, gamma,
-                                    config=agent._config)  # warm-up
+                                    config=config)  # warm-up
   jax.block_until_ready(metrics)
   times = []
   for _ in range(FLAGS.repeats):
     start = time.perf_counter()
-    state, metrics, _ = learner.train(state, batch, n, gamma,
-                                      config=agent._config)
+    state, metrics, _ = learner.train(state, batch, n, gamma, config=config)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   per_step = statistics.median(times) / FLAGS.batches_to_group
@@ -93,6 +153,10 @@ def main(_):
   emit('train_gradient_steps_per_s', 1.0 / per_step, '1/s')
   emit('train_flops_per_gradient_step', flops_per_step, 'FLOP')
   emit('train_achieved_flops_per_s', flops_per_step / per_step, 'FLOP/s')
+  device = jax.devices()[0]
+  if device.platform != 'cpu':
+    stats = device.memory_stats() or {}
+    emit('device_peak_bytes', stats.get('peak_bytes_in_use'), 'B')
   updates = FLAGS.replay_ratio // 32
   emit('projected_100k_train_hours', 98_000 * updates * per_step / 3600, 'h',
        note='gradient steps only, 98k learning agent steps')
