@@ -22,8 +22,12 @@ setuptools.setup(
     description='BBF (Bigger, Better, Faster) as a plugin for Dopamine.',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
-    packages=setuptools.find_packages(include=['bbf_dopamine',
-                                               'bbf_dopamine.*']),
+    # Namespace packages too, so the data folders (no __init__.py) count as
+    # packages: setuptools warns about (and will drop) data folders that
+    # are not listed as packages.
+    packages=setuptools.find_namespace_packages(
+        include=['bbf_dopamine', 'bbf_dopamine.*'],
+        exclude=['*.__pycache__']),
     python_requires='>=3.10',
     install_requires=[
         # The Dopamine release this plugin is written and tested against; its

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import scipy.stats
+import setuptools
 
 from bbf_dopamine import scores
 
@@ -163,3 +164,31 @@ def test_every_data_file_is_installed_by_setup_py():
   for path in data_files:
     assert any(fnmatch.fnmatch(path, g) and
                path.count('/') == g.count('/') for g in globs), path
+
+
+def test_every_data_folder_is_a_package_in_setup_py():
+  """setup.py's `packages` lists the data folders (they hold no __init__.py).
+
+  setuptools warns that a folder with package data but absent from
+  `packages` "would be ignored"; this evaluates setup.py's own `packages`
+  expression in the repository root.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, 'setup.py')) as f:
+    tree = ast.parse(f.read())
+  expression = next(k.value for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) for k in node.keywords
+                    if k.arg == 'packages')
+  cwd = os.getcwd()
+  os.chdir(root)
+  try:
+    packages = eval(compile(ast.Expression(expression), 'setup.py', 'eval'),  # pylint: disable=eval-used
+                    {'setuptools': setuptools})
+  finally:
+    os.chdir(cwd)
+  folders = {os.path.relpath(d, root).replace(os.sep, '.')
+             for d, _, _ in os.walk(os.path.join(root, 'bbf_dopamine'))
+             if '__pycache__' not in d}
+  assert folders >= {'bbf_dopamine.data', 'bbf_dopamine.data.peers',
+                     'bbf_dopamine.data.published'}
+  assert set(packages) == folders
