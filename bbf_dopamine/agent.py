@@ -251,11 +251,8 @@ class BBFAgent(agent_checkpoint.CheckpointMixin, dqn_agent.JaxDQNAgent):
                                   prune_layers, pruning_total_steps,
                                   pruning_on_reset)
     self._pruner.warn_about_resets(reset_every, no_resets_after)
-    self._state = learner.TrainState(
-        online_params=params,
-        target_params=jax.tree_util.tree_map(jnp.copy, params),
-        opt_state=self.optimizer.init(params),
-        rng=key_learn,
+    self._state = learner.initial_state(
+        params, self.optimizer, key_learn,
         masks=(pruning.initial_masks(params, self._pruner.layers)
                if self._pruner.enabled else None))
 

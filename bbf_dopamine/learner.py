@@ -36,6 +36,13 @@ class TrainState(NamedTuple):
   masks: Any = None
 
 
+def initial_state(params, optimizer, rng, masks=None):
+  """The state before the first step: target = a copy of online, fresh Adam."""
+  return TrainState(online_params=params,
+                    target_params=jax.tree_util.tree_map(jnp.copy, params),
+                    opt_state=optimizer.init(params), rng=rng, masks=masks)
+
+
 class Batch(NamedTuple):
   """A group of G minibatches of B windows (W = S - 1 + H + 1 slots)."""
   frames: jax.Array  # (G, B, W, h, w) uint8

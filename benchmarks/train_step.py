@@ -67,11 +67,7 @@ def build(width_scale, hidden_dim, batches_to_group, num_actions=18,
   key_init, key_learn, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
   dummy = jnp.zeros((1,) + OBSERVATION_SHAPE + (STACK_SIZE,))
   params = jax.jit(network_def.init)(key_init, dummy)
-  state = learner.TrainState(
-      online_params=params,
-      target_params=jax.tree_util.tree_map(jnp.copy, params),
-      opt_state=optimizer.init(params),
-      rng=key_learn)
+  state = learner.initial_state(params, optimizer, key_learn)
 
   rng = np.random.default_rng(seed)
   window = STACK_SIZE - 1 + HORIZON + 1
@@ -120,14 +116,14 @@ def main(_):
   # per agent step; on a GPU it runs there, beside the training steps.
   observation = jnp.asarray(np.random.default_rng(1).integers(
       0, 256, (1,) + OBSERVATION_SHAPE + (STACK_SIZE,), np.uint8))
-  act = lambda rng: learner.select_action(
-      config.network, state.target_params, observation, rng, jnp.float32(0.),
-      config.network.num_actions, False, support=config.support)
+  act_args = lambda rng: (config.network, state.target_params, observation,
+                          rng, jnp.float32(0.), config.network.num_actions,
+                          False)
+  act = lambda rng: learner.select_action(*act_args(rng),
+                                          support=config.support)
   start = time.perf_counter()
-  learner.select_action.lower(
-      config.network, state.target_params, observation, state.rng,
-      jnp.float32(0.), config.network.num_actions, False,
-      support=config.support).compile()
+  learner.select_action.lower(*act_args(state.rng),
+                              support=config.support).compile()
   emit('act_compile_s', time.perf_counter() - start, 's')
   rng = state.rng
   jax.block_until_ready(act(rng))  # warm-up

@@ -136,8 +136,7 @@ def test_half_precision_keeps_losses_and_float32_parameters():
     config = learner.LearnerConfig(network=net, optimizer=optimizer,
                                    stack_size=STACK, jumps=JUMPS,
                                    data_augmentation=False)
-    state = learner.TrainState(params, jax.tree_util.tree_map(jnp.copy, params),
-                               optimizer.init(params), jax.random.PRNGKey(2))
+    state = learner.initial_state(params, optimizer, jax.random.PRNGKey(2))
     new_state, metrics, _ = learner.train(state, _batch(6), jnp.int32(3),
                                           jnp.float32(0.97), config=config)
     dtypes = {x.dtype for x in jax.tree_util.tree_leaves(new_state)}

@@ -265,8 +265,7 @@ def test_train_step_with_spr_and_a_reset():
   labels = _leaves_by_module(optimizers._labels(params))  # pylint: disable=protected-access
   assert {str(l) for l in labels['projection']} == {'head'}
   before = jax.tree_util.tree_map(np.array, params)
-  state = learner.TrainState(params, jax.tree_util.tree_map(jnp.copy, params),
-                             optimizer.init(params), jax.random.PRNGKey(2))
+  state = learner.initial_state(params, optimizer, jax.random.PRNGKey(2))
   state, metrics, _ = learner.train(state, _batch(3), jnp.int32(3),
                                     jnp.float32(0.97), config=config)
   for name in ('Loss', 'DQNLoss', 'SPRLoss'):

@@ -53,9 +53,8 @@ def _state(layers):
   optimizer = optimizers.create_scaling_optimizer(learning_rate=1e-3,
                                                   encoder_learning_rate=1e-3,
                                                   weight_decay=0.1)
-  state = learner.TrainState(params, jax.tree_util.tree_map(jnp.copy, params),
-                             optimizer.init(params), jax.random.PRNGKey(1),
-                             masks=pruning.initial_masks(params, layers))
+  state = learner.initial_state(params, optimizer, jax.random.PRNGKey(1),
+                                masks=pruning.initial_masks(params, layers))
   config = learner.LearnerConfig(network=net, optimizer=optimizer,
                                  stack_size=STACK, jumps=JUMPS)
   return state, config
