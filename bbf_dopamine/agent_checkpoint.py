@@ -73,6 +73,7 @@ class CheckpointMixin(object):
         'plasticity': self._plasticity.bundle(),
         'redo': self._redo.bundle(),
         'pruning': self._pruner.bundle(),
+        'prefetch': self._prefetcher.bundle(),
     }
 
   def unbundle(self, checkpoint_dir, iteration_number, bundle_dictionary):
@@ -86,6 +87,10 @@ class CheckpointMixin(object):
       raise FileNotFoundError(
           f'Replay checkpoint {replay_path} is missing; cannot resume.')
     self._replay.load(replay_path)
+    # A batch drawn ahead before the checkpoint (its random numbers are
+    # spent); dropped if this run does not prefetch.
+    self._prefetcher.unbundle(bundle_dictionary.get('prefetch')
+                              if self._prefetcher.enabled else None)
     saved = bundle_dictionary['train_state']
     fresh = jax.tree_util.tree_structure(self._state)
     if jax.tree_util.tree_structure(saved) != fresh:

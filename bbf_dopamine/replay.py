@@ -128,6 +128,15 @@ class SubsequenceReplayBuffer(object):
     probabilities = self._tree.get(indices) / total
     return indices.astype(np.int64), probabilities.astype(np.float32)
 
+  def window_slots(self, indices):
+    """(B, W) slots t-(S-1) .. t+H of each sampled slot t."""
+    offsets = np.arange(-(self._stack - 1), self._horizon + 1)
+    return (indices[:, None] + offsets[None, :]) % self._capacity
+
+  def priorities(self, indices):
+    """Current priorities of `indices` (0: not sampleable now)."""
+    return self._tree.get(indices)
+
   def gather(self, indices):
     """The windows of `indices` as a dict of numpy arrays.
 
@@ -135,8 +144,7 @@ class SubsequenceReplayBuffer(object):
       frames (B, W, h, w), episode_ends (B, W), actions / rewards / terminals
       (B, H) for slots t .. t+H-1.
     """
-    offsets = np.arange(-(self._stack - 1), self._horizon + 1)
-    slots = (indices[:, None] + offsets[None, :]) % self._capacity  # (B, W)
+    slots = self.window_slots(indices)  # (B, W)
     steps = slots[:, self._stack - 1:-1]  # (B, H): t .. t+H-1
     return {
         'frames': self._frames[slots],

@@ -16,7 +16,9 @@ action selection (a jitted forward pass, which a GPU would run), replay
 sampling, priority updates, replay writes, the training step, and the rest
 (frame stacking, schedules, Python). The parts that stay on the host when
 the network runs on a GPU are what a GPU run's wall-clock cannot go below
-(benchmarks/device/README.md).
+(benchmarks/device/README.md). With --prefetch_batches the next batch is
+drawn while the training call runs: that time is reported as `prefetch` and
+is part of `train`, not added to the other parts.
 """
 
 import collections
@@ -42,6 +44,9 @@ flags.DEFINE_integer('batches_to_group', 2, 'Minibatches per jitted call.')
 flags.DEFINE_integer('warmup', 300, 'Agent steps before learning starts.')
 flags.DEFINE_integer('steps', 100, 'Timed agent steps after warm-up.')
 flags.DEFINE_string('game', 'Pong', 'ALE game.')
+flags.DEFINE_bool('prefetch_batches', False,
+                  'Draw the next replay batch while the training call runs '
+                  '(BBFAgent.prefetch_batches).')
 FLAGS = flags.FLAGS
 
 
@@ -53,7 +58,8 @@ def main(_):
   agent = agent_lib.BBFAgent(
       num_actions=env.action_space.n, network=network,
       replay_ratio=FLAGS.replay_ratio, batches_to_group=FLAGS.batches_to_group,
-      min_replay_history=FLAGS.warmup, replay_capacity=100_000)
+      min_replay_history=FLAGS.warmup, replay_capacity=100_000,
+      prefetch_batches=FLAGS.prefetch_batches)
 
   seconds = collections.defaultdict(float)  # part -> time in the loop
 
@@ -66,7 +72,11 @@ def main(_):
       seconds[part] += time.perf_counter() - start
       return out
     return wrapper
-  learner.train = timed('train', learner.train, block=True)
+  # A call's time runs from its dispatch until its priorities are on the
+  # host; with prefetching, the next batch is drawn inside it (timed again
+  # below as 'prefetch', which is not added to the parts).
+  agent._run_call = timed('train', agent._run_call)
+  agent._prefetcher.prepare = timed('prefetch', agent._prefetcher.prepare)
   learner.select_action = timed('act', learner.select_action, block=True)
   agent._sample_batch = timed('sample', agent._sample_batch)
   agent._replay.update_priorities = timed('priorities',
@@ -98,6 +108,7 @@ def main(_):
   stats = device.memory_stats() if device.platform != 'cpu' else None
   common = {'width_scale': FLAGS.width_scale, 'hidden_dim': FLAGS.hidden_dim,
             'replay_ratio': FLAGS.replay_ratio, 'game': FLAGS.game,
+            'prefetch_batches': FLAGS.prefetch_batches,
             'device': device.device_kind, 'jax': jax.__version__}
   for name, value, unit in (
       ('loop_agent_steps_per_s', steps_per_s, '1/s'),
@@ -109,9 +120,11 @@ def main(_):
       ('projected_100k_run_hours', 100_000 / steps_per_s / 3600, 'h')):
     print(json.dumps(dict(figure=name, value=value, unit=unit, **common)),
           flush=True)
+  overlapped = seconds.pop('prefetch', 0.0)
   seconds['other'] = loop - sum(seconds.values())
+  seconds['prefetch'] = overlapped
   for part in ('env', 'act', 'sample', 'priorities', 'replay_add', 'train',
-               'other'):
+               'other', 'prefetch'):
     print(json.dumps(dict(figure=f'loop_{part}_s_per_agent_step',
                           value=seconds[part] / FLAGS.steps, unit='s',
                           **common)), flush=True)
