@@ -7,7 +7,9 @@ itself instead of through BBFAgent. These tests hold it to the agent: the
 same initial parameters, the same batch layout and the same losses and
 updated parameters after one step; and its imports must stay free of
 Dopamine and TensorFlow. benchmarks/device/gpu.sh, the one command a lent GPU
-runs, is run here on the CPU at a tiny width.
+runs, is run here on the CPU at a tiny width, and so is benchmarks/loop.py
+(real Pong), whose figures must agree with each other and with its
+--prefetch_batches flag.
 """
 
 import collections
@@ -144,3 +146,35 @@ def test_device_script_writes_every_figure_of_each_setting(tmp_path):
   versions = (tmp_path / 'out' / 'gpu_env.txt').read_text()
   assert 'gin-config ' in versions and 'jax ' in versions
   assert 'width rr bf16' in out.stdout
+
+
+@pytest.mark.parametrize('prefetch', [False, True])
+def test_loop_benchmark_accounts_for_every_part(prefetch):
+  """loop.py on real Pong: its figures agree with each other and the flag."""
+  out = subprocess.run(
+      [sys.executable, 'benchmarks/loop.py', '--width_scale=0.25',
+       '--hidden_dim=32', '--replay_ratio=64', '--warmup=40', '--steps=6',
+       f'--prefetch_batches={prefetch}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  f = {r['figure']: r['value'] for r in
+       (json.loads(line) for line in out.stdout.splitlines()
+        if line.startswith('{'))}
+  parts = ('env', 'act', 'sample', 'priorities', 'replay_add', 'train',
+           'other')
+  per_step = 1 / f['loop_agent_steps_per_s']
+  assert all(f[f'loop_{p}_s_per_agent_step'] >= 0 for p in parts)
+  assert sum(f[f'loop_{p}_s_per_agent_step'] for p in parts) == (
+      pytest.approx(per_step))
+  assert f['loop_host_overhead_fraction'] == pytest.approx(
+      1 - f['loop_train_s_per_agent_step'] / per_step)
+  assert f['projected_100k_run_hours'] == pytest.approx(
+      100_000 * per_step / 3600)
+  drawn_ahead = f['loop_prefetch_s_per_agent_step']
+  if prefetch:
+    # The draw happens inside the call; the step's own path only checks it.
+    assert 0 < drawn_ahead < f['loop_train_s_per_agent_step']
+    assert f['loop_sample_s_per_agent_step'] < drawn_ahead / 5
+  else:
+    # prepare() is a no-op: only the timing wrapper's own microseconds.
+    assert drawn_ahead < f['loop_sample_s_per_agent_step'] / 5
