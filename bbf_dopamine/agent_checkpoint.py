@@ -88,9 +88,8 @@ class CheckpointMixin(object):
           f'Replay checkpoint {replay_path} is missing; cannot resume.')
     self._replay.load(replay_path)
     # A batch drawn ahead before the checkpoint (its random numbers are
-    # spent); dropped if this run does not prefetch.
-    self._prefetcher.unbundle(bundle_dictionary.get('prefetch')
-                              if self._prefetcher.enabled else None)
+    # spent).
+    self._prefetcher.unbundle(bundle_dictionary.get('prefetch'))
     saved = bundle_dictionary['train_state']
     fresh = jax.tree_util.tree_structure(self._state)
     if jax.tree_util.tree_structure(saved) != fresh:

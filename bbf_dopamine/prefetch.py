@@ -54,27 +54,28 @@ class BatchPrefetcher(object):
     self._replay = replay
     self._group, self._size = int(group), int(size)
     self.enabled = bool(enabled)
-    # (indices (G*B,), probabilities (G*B,), window dict, the batch already
-    # placed on the device).
+    # (indices (G*B,), probabilities (G*B,), their batch on the device).
     self._pending = None
 
   @property
   def pending(self):
     return self._pending is not None
 
+  def _place(self, indices, probabilities):
+    """The windows of `indices` as a batch on the device (transfer starts)."""
+    window = self._replay.gather(indices)
+    return jax.device_put(
+        to_batch(window, probabilities, self._group, self._size))
+
   def _draw(self, rng):
     indices, probabilities = self._replay.sample(self._group * self._size,
                                                  rng)
-    return indices, probabilities, self._replay.gather(indices)
+    return indices, probabilities, self._place(indices, probabilities)
 
   def prepare(self, rng):
     """Draws the next call's batch now (no-op unless prefetching)."""
-    if not self.enabled:
-      return
-    indices, probabilities, window = self._draw(rng)
-    batch = to_batch(window, probabilities, self._group, self._size)
-    self._pending = (indices, probabilities, window,
-                     jax.device_put(batch))  # the transfer starts now
+    if self.enabled:
+      self._pending = self._draw(rng)
 
   def stale_rows(self, indices):
     """(G*B,) bool: rows no longer sampleable since they were drawn.
@@ -88,21 +89,19 @@ class BatchPrefetcher(object):
   def take(self, rng):
     """(indices (G*B,), learner.Batch) for the call about to run."""
     if self._pending is None:
-      indices, probabilities, window = self._draw(rng)
-      return indices, jax.device_put(
-          to_batch(window, probabilities, self._group, self._size))
-    indices, probabilities, window, on_device = self._pending
+      indices, _, batch = self._draw(rng)
+      return indices, batch
+    indices, probabilities, batch = self._pending
     self._pending = None
     stale = self.stale_rows(indices)
     if not stale.any():
-      return indices, on_device
+      return indices, batch
+    # Rare (after the cursor wraps): re-draw those rows and gather the
+    # whole batch again; the other rows' windows are unchanged.
     fresh, fresh_p = self._replay.sample(int(stale.sum()), rng)
     indices, probabilities = indices.copy(), probabilities.copy()
     indices[stale], probabilities[stale] = fresh, fresh_p
-    for name, values in self._replay.gather(fresh).items():
-      window[name][stale] = values
-    return indices, jax.device_put(
-        to_batch(window, probabilities, self._group, self._size))
+    return indices, self._place(indices, probabilities)
 
   def clear(self):
     self._pending = None
@@ -113,17 +112,19 @@ class BatchPrefetcher(object):
   def bundle(self):
     if self._pending is None:
       return None
-    indices, probabilities, _, _ = self._pending
+    indices, probabilities, _ = self._pending
     return {'indices': indices, 'probabilities': probabilities}
 
   def unbundle(self, saved):
-    """Restores a pending draw; call after the replay buffer is restored."""
-    if saved is None:
+    """Restores a pending draw; call after the replay buffer is restored.
+
+    A run that does not prefetch drops it (its random numbers stay spent).
+    """
+    if saved is None or not self.enabled:
       self._pending = None
       return
     indices = np.asarray(saved['indices'], np.int64)
     probabilities = np.asarray(saved['probabilities'], np.float32)
     # Rows a later write invalidated are caught by stale_rows at take().
-    window = self._replay.gather(indices)
-    batch = to_batch(window, probabilities, self._group, self._size)
-    self._pending = (indices, probabilities, window, jax.device_put(batch))
+    self._pending = (indices, probabilities,
+                     self._place(indices, probabilities))

@@ -128,11 +128,6 @@ class SubsequenceReplayBuffer(object):
     probabilities = self._tree.get(indices) / total
     return indices.astype(np.int64), probabilities.astype(np.float32)
 
-  def window_slots(self, indices):
-    """(B, W) slots t-(S-1) .. t+H of each sampled slot t."""
-    offsets = np.arange(-(self._stack - 1), self._horizon + 1)
-    return (indices[:, None] + offsets[None, :]) % self._capacity
-
   def priorities(self, indices):
     """Current priorities of `indices` (0: not sampleable now)."""
     return self._tree.get(indices)
@@ -144,7 +139,8 @@ class SubsequenceReplayBuffer(object):
       frames (B, W, h, w), episode_ends (B, W), actions / rewards / terminals
       (B, H) for slots t .. t+H-1.
     """
-    slots = self.window_slots(indices)  # (B, W)
+    offsets = np.arange(-(self._stack - 1), self._horizon + 1)
+    slots = (indices[:, None] + offsets[None, :]) % self._capacity  # (B, W)
     steps = slots[:, self._stack - 1:-1]  # (B, H): t .. t+H-1
     return {
         'frames': self._frames[slots],
@@ -158,7 +154,7 @@ class SubsequenceReplayBuffer(object):
     if not self._prioritized:
       return
     # Slots invalidated since sampling keep priority 0.
-    valid = self._tree.get(indices) > 0
+    valid = self.priorities(indices) > 0
     if np.any(valid):
       self._tree.set(indices[valid], np.asarray(priorities, np.float64)[valid])
 
